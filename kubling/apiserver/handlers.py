@@ -1,0 +1,491 @@
+"""REST handlers: one HTTP request on a resource path → one Store operation.
+
+The handlers know HTTP (query parameters, bodies, status codes, streaming); the Store
+knows objects. Nothing here is per kind: a kind's differences are in its strategy, and a
+subresource is its parent's store with another strategy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from kubling.api import labels, meta, patch, schema, tables
+from kubling.api.meta import Object
+from kubling.api.resources import ResourceType
+from kubling.apiserver import errors, negotiation, watchcache
+from kubling.apiserver.registry import listing
+from kubling.apiserver.registry.registry import Registry
+from kubling.apiserver.registry.store import DeleteOptions, Preconditions, Store
+from kubling.apiserver.requestinfo import RequestInfo
+
+#: Upstream's default watch duration is randomised in [minRequestTimeout, 2x) = 30-60 min.
+_MIN_REQUEST_TIMEOUT = 1800
+_BOOKMARK_INTERVAL = 60.0
+
+_PATCH_TYPES = (
+    negotiation.JSON_PATCH,
+    negotiation.MERGE_PATCH,
+    negotiation.STRATEGIC_MERGE_PATCH,
+    negotiation.APPLY_PATCH,
+)
+
+
+def json_response(data: Any, *, status: int = 200, rep: negotiation.Representation | None = None,
+                  headers: Mapping[str, str] | None = None) -> web.Response:
+    rep = rep or negotiation.Representation()
+    return web.Response(
+        body=negotiation.encode(data, rep),
+        status=status,
+        content_type=rep.content_type,
+        headers=headers,
+    )
+
+
+def raw_json_response(body: bytes, *, status: int = 200, content_type: str = "application/json",
+                      headers: Mapping[str, str] | None = None) -> web.Response:
+    resp = web.Response(body=body, status=status, headers=headers)
+    resp.content_type = content_type.split(";")[0]
+    if ";" in content_type:
+        # aiohttp splits parameters off content_type; aggregated discovery needs them.
+        resp.headers["Content-Type"] = content_type
+    return resp
+
+
+def _dry_run(query: Mapping[str, str]) -> bool:
+    values = [v for k, v in query.items() if k == "dryRun"]
+    for value in values:
+        if value != "All":
+            raise errors.bad_request(f"Invalid dry run value: {value}; supported: All")
+    return bool(values)
+
+
+class ResourceHandlers:
+    """Serve every resource request of the catalogue from its Store."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    # -- entry ----------------------------------------------------------------------------
+    async def handle(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
+        rt = self.registry.catalogue.lookup(info.group, info.version, info.resource)
+        if rt is None:
+            raise errors.path_not_found()
+        if info.namespace and not rt.namespaced and info.resource != "namespaces":
+            raise errors.path_not_found()
+        store = self.registry.store(rt)
+        if info.subresource:
+            return await self._subresource(request, info, rt, store)
+        if info.verb not in rt.verbs:
+            raise errors.method_not_supported(rt.group, rt.plural, info.verb)
+        namespace = info.namespace if rt.namespaced else ""
+        handler = {
+            "get": self._get,
+            "list": self._list,
+            "watch": self._watch,
+            "create": self._create,
+            "update": self._update,
+            "patch": self._patch,
+            "delete": self._delete,
+            "deletecollection": self._delete_collection,
+        }.get(info.verb)
+        if handler is None:
+            raise errors.method_not_supported(rt.group, rt.plural, info.verb)
+        return await handler(request, info, rt, store, namespace)
+
+    async def _subresource(self, request: web.Request, info: RequestInfo, rt: ResourceType,
+                           store: Store) -> web.StreamResponse:
+        """Overridden by ``subresources.APIHandlers``, which knows each subresource."""
+        raise errors.path_not_found()
+
+    def _representation(self, request: web.Request) -> negotiation.Representation:
+        return negotiation.choose(
+            request.headers.get("Accept"),
+            table_ok=True,
+            query_include=request.query.get("includeObject", ""),
+        )
+
+    # -- bodies ---------------------------------------------------------------------------
+    async def _read_body(self, request: web.Request) -> bytes:
+        if request.content_length is not None and request.content_length > negotiation.MAX_BODY:
+            raise errors.request_entity_too_large(negotiation.MAX_BODY)
+        body = await request.content.read(negotiation.MAX_BODY + 1)
+        if len(body) > negotiation.MAX_BODY:
+            raise errors.request_entity_too_large(negotiation.MAX_BODY)
+        return body
+
+    async def _read_object(
+        self, request: web.Request, rt: ResourceType, *, kind: str = "", api_version: str = ""
+    ) -> tuple[Object, list[str]]:
+        """Decode a body into an object of the endpoint's kind; return it and warnings."""
+        content_type = request.headers.get("Content-Type", negotiation.JSON)
+        media = negotiation.parse_media_type(content_type).type
+        if media not in (negotiation.JSON, negotiation.YAML, "", "application/x-yaml"):
+            raise errors.unsupported_media_type()
+        body = await self._read_body(request)
+        if not body.strip():
+            raise errors.bad_request("the body of the request was empty")
+        obj = negotiation.decode_body(body, content_type)
+        kind = kind or rt.kind
+        api_version = api_version or rt.api_version
+        if not isinstance(obj, dict):
+            raise errors.bad_request(
+                f"{kind} in version \"{rt.version}\" cannot be handled as a {kind}: "
+                "the body is not a JSON object"
+            )
+        body_kind = obj.get("kind")
+        body_version = obj.get("apiVersion")
+        if body_kind not in (None, "") and body_kind != kind:
+            raise errors.bad_request(
+                f'{body_kind} in version "{body_version or rt.version}" cannot be handled as a '
+                f"{kind}: the object provided is unrecognized (must be of type {kind})"
+            )
+        if body_version not in (None, "") and body_version != api_version:
+            raise errors.bad_request(
+                f"the API version in the data ({body_version}) does not match the expected API "
+                f"version ({api_version})"
+            )
+        obj["kind"] = kind
+        obj["apiVersion"] = api_version
+        warnings = self._check_schema(request, obj, api_version, kind)
+        return obj, warnings
+
+    @staticmethod
+    def _check_schema(request: web.Request, obj: Object, api_version: str, kind: str) -> list[str]:
+        """Type errors are 400s (as upstream's decoder); unknown fields follow
+        ``fieldValidation``: Strict rejects, Warn (the default) warns, Ignore ignores."""
+        mode = request.query.get("fieldValidation", "Warn")
+        if mode not in ("Strict", "Warn", "Ignore"):
+            raise errors.bad_request(
+                f"fieldValidation parameter unsupported: {mode}. Valid values are Strict, Warn, "
+                "Ignore"
+            )
+        group, version = meta.split_api_version(api_version)
+        problems = schema.check(obj, group, version, kind)
+        if not problems:
+            return []
+        message = schema.decode_error_message(kind, version, problems, strict=mode == "Strict")
+        if message is not None:
+            raise errors.bad_request(message)
+        return schema.unknown_field_warnings(problems) if mode == "Warn" else []
+
+    def _respond(self, request: web.Request, rt: ResourceType, obj: Object, status: int,
+                 warnings: list[str] | None = None) -> web.Response:
+        rep = self._representation(request)
+        headers = _warning_headers(warnings or [])
+        if rep.table:
+            body = tables.table(rt.group, rt.kind, [obj], include_object=rep.include_object)
+            return json_response(body, status=status, rep=rep, headers=headers)
+        return json_response(obj, status=status, rep=rep, headers=headers)
+
+    # -- verbs ----------------------------------------------------------------------------
+    async def _get(self, request: web.Request, info: RequestInfo, rt: ResourceType,
+                   store: Store, namespace: str) -> web.StreamResponse:
+        rv = request.query.get("resourceVersion", "")
+        if rv == "0":
+            cached = store.cache.items.get(store.key(namespace, info.name))
+            if cached is None:
+                raise store.not_found(info.name)
+            obj = cached.copy()
+        else:
+            obj = await store.get(namespace, info.name)
+        return self._respond(request, rt, obj, 200)
+
+    async def _list(self, request: web.Request, info: RequestInfo, rt: ResourceType,
+                    store: Store, namespace: str) -> web.StreamResponse:
+        opts = listing.parse_list_options(request.query)
+        rep = self._representation(request)
+        result = await listing.list_objects(store, self.registry.caches, namespace, opts)
+        list_meta: dict[str, Any] = {"resourceVersion": str(result.revision)}
+        if result.continue_token:
+            list_meta["continue"] = result.continue_token
+        if result.remaining is not None:
+            list_meta["remainingItemCount"] = result.remaining
+        if rep.table:
+            body = tables.table(rt.group, rt.kind, (c.obj for c in result.items),
+                                include_object=rep.include_object, list_meta=list_meta)
+            return json_response(body, rep=rep)
+        if rep.encoding == "yaml":
+            data: Object = {"apiVersion": rt.api_version,
+                            "items": [c.obj for c in result.items],
+                            "kind": rt.list_kind, "metadata": list_meta}
+            return json_response(data, rep=rep)
+        head: bytes = orjson.dumps({"kind": rt.list_kind, "apiVersion": rt.api_version,
+                                    "metadata": list_meta})
+        raw = head[:-1] + b',"items":[' + b",".join(c.json for c in result.items) + b"]}"
+        return raw_json_response(raw)
+
+    async def _create(self, request: web.Request, info: RequestInfo, rt: ResourceType,
+                      store: Store, namespace: str) -> web.StreamResponse:
+        if info.name:
+            raise errors.method_not_supported(rt.group, rt.plural, "create")
+        obj, warnings = await self._read_object(request, rt)
+        if rt.namespaced:
+            body_ns = meta.namespace_of(obj)
+            if body_ns and body_ns != namespace:
+                raise errors.bad_request(
+                    "the namespace of the provided object does not match the namespace sent "
+                    "on the request"
+                )
+            if not namespace:
+                raise errors.path_not_found()
+        store.strategy.default(obj)
+        created = await store.create(obj, namespace=namespace, dry_run=_dry_run(request.query))
+        return self._respond(request, rt, created, 201, warnings)
+
+    async def _update(self, request: web.Request, info: RequestInfo, rt: ResourceType,
+                      store: Store, namespace: str) -> web.StreamResponse:
+        obj, warnings = await self._read_object(request, rt)
+        self._check_namespace(rt, obj, namespace)
+        store.strategy.default(obj)
+        updated, created = await store.update(
+            namespace, info.name, obj, dry_run=_dry_run(request.query)
+        )
+        return self._respond(request, rt, updated, 201 if created else 200, warnings)
+
+    @staticmethod
+    def _check_namespace(rt: ResourceType, obj: Object, namespace: str) -> None:
+        body_ns = meta.namespace_of(obj)
+        if rt.namespaced and body_ns and body_ns != namespace:
+            raise errors.bad_request(
+                "the namespace of the provided object does not match the namespace sent on "
+                "the request"
+            )
+
+    async def _patch(self, request: web.Request, info: RequestInfo, rt: ResourceType,
+                     store: Store, namespace: str) -> web.StreamResponse:
+        transform, warnings = await self._patch_transform(request, rt, rt.kind, rt.api_version)
+
+        async def apply(current: Object) -> Object:
+            patched = transform(current)
+            self._check_namespace(rt, patched, namespace)
+            store.strategy.default(patched)
+            return patched
+
+        updated = await store.guaranteed_update(
+            namespace, info.name, apply, dry_run=_dry_run(request.query)
+        )
+        return self._respond(request, rt, updated, 200, warnings)
+
+    async def _patch_transform(
+        self, request: web.Request, rt: ResourceType, kind: str, api_version: str
+    ) -> tuple[Callable[[Object], Object], list[str]]:
+        """Decode a PATCH body into a function from the current object to the patched one."""
+        media = negotiation.parse_media_type(request.headers.get("Content-Type", "")).type
+        if media not in _PATCH_TYPES:
+            raise errors.APIError(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types "
+                "include: " + ", ".join(_PATCH_TYPES),
+            )
+        if media == negotiation.APPLY_PATCH:
+            raise errors.APIError(
+                415, "UnsupportedMediaType",
+                "server-side apply is not supported by this server yet; use client-side "
+                "kubectl apply",
+            )
+        body = await self._read_body(request)
+        document = negotiation.decode_body(body, negotiation.JSON)
+        group, version = meta.split_api_version(api_version)
+        definition = schema.definition_for(group, version, kind)
+        warnings: list[str] = []
+        self._check_schema(request, {}, api_version, kind)  # reject a bad fieldValidation now
+
+        def transform(current: Object) -> Object:
+            try:
+                if media == negotiation.JSON_PATCH:
+                    result = patch.json_patch(current, document)
+                elif media == negotiation.MERGE_PATCH:
+                    result = patch.merge_patch(current, document)
+                else:
+                    result = patch.strategic_merge_patch(current, document, definition)
+            except patch.PatchError as err:
+                raise errors.APIError(422, "Invalid", str(err)) from None
+            if not isinstance(result, dict):
+                raise errors.bad_request("the patch does not result in an object")
+            patched: Object = result
+            if result.get("kind") != kind or result.get("apiVersion") != api_version:
+                raise errors.bad_request(
+                    f"the patch changes apiVersion/kind: {result.get('apiVersion')}/"
+                    f"{result.get('kind')}"
+                )
+            warnings[:] = self._check_schema(request, patched, api_version, kind)
+            return patched
+
+        return transform, warnings
+
+    async def _delete(self, request: web.Request, info: RequestInfo, rt: ResourceType,
+                      store: Store, namespace: str) -> web.StreamResponse:
+        options = await self._delete_options(request)
+        result = await store.delete(namespace, info.name, options)
+        if not result.deleted:
+            return self._respond(request, rt, result.obj, 202)
+        if store.strategy.return_deleted_object:
+            return self._respond(request, rt, result.obj, 200)
+        details: dict[str, Any] = {"name": info.name}
+        if rt.group:
+            details["group"] = rt.group
+        details["kind"] = rt.plural
+        details["uid"] = result.obj["metadata"].get("uid", "")
+        return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                              "status": "Success", "details": details})
+
+    async def _delete_options(self, request: web.Request) -> DeleteOptions:
+        body = await self._read_body(request)
+        data: Any = {}
+        if body.strip():
+            data = negotiation.decode_body(body, request.headers.get("Content-Type"))
+            if not isinstance(data, dict):
+                raise errors.bad_request("DeleteOptions must be a JSON object")
+        query = request.query
+        grace = data.get("gracePeriodSeconds")
+        if "gracePeriodSeconds" in query:
+            try:
+                grace = int(query["gracePeriodSeconds"])
+            except ValueError:
+                raise errors.bad_request("gracePeriodSeconds must be an integer") from None
+        if grace is not None and not isinstance(grace, int):
+            raise errors.bad_request("gracePeriodSeconds must be an integer")
+        policy = query.get("propagationPolicy") or data.get("propagationPolicy")
+        if policy not in (None, "Orphan", "Background", "Foreground"):
+            raise errors.bad_request(
+                f'propagationPolicy: Unsupported value: "{policy}": supported values: '
+                '"Foreground", "Background", "Orphan"'
+            )
+        pre = data.get("preconditions") or {}
+        if not isinstance(pre, dict):
+            raise errors.bad_request("preconditions must be an object")
+        dry = _dry_run(query) or data.get("dryRun") == ["All"]
+        return DeleteOptions(
+            grace_period_seconds=grace,
+            preconditions=Preconditions(pre.get("uid"), pre.get("resourceVersion")),
+            propagation_policy=policy,
+            dry_run=dry,
+        )
+
+    async def _delete_collection(self, request: web.Request, info: RequestInfo,
+                                 rt: ResourceType, store: Store,
+                                 namespace: str) -> web.StreamResponse:
+        options = await self._delete_options(request)
+        opts = listing.parse_list_options(request.query)
+        result = await listing.list_objects(store, self.registry.caches, namespace, opts)
+        deleted: list[Object] = []
+        for item in result.items:
+            try:
+                outcome = await store.delete(item.namespace, meta.name_of(item.obj), options)
+            except errors.APIError as err:
+                if err.code == 404:
+                    continue
+                raise
+            deleted.append(outcome.obj)
+        return json_response({"kind": rt.list_kind, "apiVersion": rt.api_version,
+                              "metadata": {"resourceVersion": str(result.revision)},
+                              "items": deleted})
+
+    # -- watch ----------------------------------------------------------------------------
+    async def _watch(self, request: web.Request, info: RequestInfo, rt: ResourceType,
+                     store: Store, namespace: str) -> web.StreamResponse:
+        query = dict(request.query)
+        if info.name:  # /watch/.../name: a watch of one object
+            query["fieldSelector"] = ",".join(
+                s for s in (query.get("fieldSelector", ""), f"metadata.name={info.name}") if s
+            )
+        opts = listing.parse_list_options(query, watch=True)
+        rep = self._representation(request)
+        opened = await listing.open_watch(store, self.registry.caches, namespace, opts)
+        try:
+            return await self._stream_watch(request, rt, opts, rep, opened)
+        finally:
+            store.cache.watchers.discard(opened.watcher)
+
+    async def _stream_watch(self, request: web.Request, rt: ResourceType,
+                            opts: listing.ListOptions, rep: negotiation.Representation,
+                            opened: listing.OpenedWatch) -> web.StreamResponse:
+        response = web.StreamResponse(status=200)
+        response.content_type = "application/json"
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        timeout = opts.timeout_seconds
+        if timeout is None:
+            timeout = _MIN_REQUEST_TIMEOUT + int(random.random() * _MIN_REQUEST_TIMEOUT)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        encoder = _EventEncoder(rt, rep)
+        last_revision = opened.start_revision
+        with contextlib.suppress(ConnectionResetError):
+            for initial in opened.initial:
+                await response.write(encoder.event(initial))
+            if opened.initial_events_end:
+                await response.write(encoder.bookmark(last_revision, initial_end=True))
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    async with asyncio.timeout(min(remaining, _BOOKMARK_INTERVAL)):
+                        event = await opened.watcher.queue.get()
+                except TimeoutError:
+                    last_revision = max(last_revision, self.registry.caches.revision)
+                    if opts.allow_watch_bookmarks:
+                        await response.write(encoder.bookmark(last_revision))
+                    continue
+                if event is None:
+                    break  # overflowed or the server is stopping: the client re-watches
+                last_revision = event.revision
+                await response.write(encoder.event(event))
+            await response.write_eof()
+        return response
+
+
+def _warning_headers(warnings: list[str]) -> dict[str, str] | None:
+    if not warnings:
+        return None
+    # aiohttp keeps one value per header name in a plain dict; join as RFC 7234 allows.
+    return {"Warning": ", ".join(f'299 - "{w}"'.replace('"unknown', '"unknown') for w in warnings)}
+
+
+class _EventEncoder:
+    """Serialize watch events; JSON objects are shared bytes from the watch cache."""
+
+    def __init__(self, rt: ResourceType, rep: negotiation.Representation) -> None:
+        self.rt = rt
+        self.rep = rep
+        self._headers_sent = False
+
+    def event(self, event: watchcache.WatchEvent) -> bytes:
+        if self.rep.table:
+            table = tables.table(
+                self.rt.group, self.rt.kind, [event.obj.obj],
+                include_object=self.rep.include_object,
+                list_meta={"resourceVersion": str(event.revision)},
+                headers=not self._headers_sent,
+            )
+            self._headers_sent = True
+            return orjson.dumps({"type": event.type, "object": table}) + b"\n"
+        return b'{"type":"' + event.type.encode() + b'","object":' + event.obj.json + b"}\n"
+
+    def bookmark(self, revision: int, *, initial_end: bool = False) -> bytes:
+        md: dict[str, Any] = {"resourceVersion": str(revision)}
+        if initial_end:
+            md["annotations"] = {"k8s.io/initial-events-end": "true"}
+        obj = {"kind": self.rt.kind, "apiVersion": self.rt.api_version, "metadata": md}
+        return orjson.dumps({"type": "BOOKMARK", "object": obj}) + b"\n"
+
+
+def label_selector_string(selector: Any) -> str:
+    """The ``status.selector`` string of a Scale, from a LabelSelector (or a map, for RCs)."""
+    if not isinstance(selector, dict):
+        return ""
+    if "matchLabels" not in selector and "matchExpressions" not in selector:
+        selector = {"matchLabels": selector}
+    try:
+        return str(labels.from_label_selector(selector))
+    except labels.SelectorError:
+        return ""

@@ -1,0 +1,166 @@
+"""The strategies of kinds whose rules differ from the default, and the registration table.
+
+Each class is the Python twin of an upstream ``pkg/registry/<group>/<kind>/strategy.go``:
+only the differences from ``Strategy``. ``strategy_for`` is the one registration point.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+from typing import Any
+
+from kubling.api import field
+from kubling.api.meta import Object
+from kubling.api.resources import ResourceType
+from kubling.apiserver.registry.strategy import Strategy
+
+_TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+def _qos_class(spec: dict[str, Any]) -> str:
+    """BestEffort, Burstable or Guaranteed, from the containers' requests and limits."""
+    containers = list(spec.get("containers") or []) + list(spec.get("initContainers") or [])
+    any_set = False
+    guaranteed = True
+    for c in containers:
+        res = c.get("resources") or {}
+        requests = res.get("requests") or {}
+        limits = res.get("limits") or {}
+        if requests or limits:
+            any_set = True
+        for name in ("cpu", "memory"):
+            if name not in limits or requests.get(name, limits.get(name)) != limits[name]:
+                guaranteed = False
+    if not any_set:
+        return "BestEffort"
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
+class PodStrategy(Strategy):
+    return_deleted_object = True
+
+    def initial_status(self, obj: Object) -> None:
+        obj["status"] = {"phase": "Pending", "qosClass": _qos_class(obj.get("spec") or {})}
+
+    def grace_period(self, obj: Object, requested: int | None) -> int:
+        """A pod bound to a node and still running gets time to stop; others go at once."""
+        spec = obj.get("spec") or {}
+        phase = (obj.get("status") or {}).get("phase")
+        if not spec.get("nodeName") or phase in _TERMINAL_PHASES:
+            return 0
+        if requested is not None:
+            return max(requested, 0)
+        default = spec.get("terminationGracePeriodSeconds", 30)
+        return int(default) if isinstance(default, int) else 30
+
+    def pending_finalizers(self, obj: Object) -> bool:
+        if super().pending_finalizers(obj):
+            return True
+        # A pod marked with a grace period stays until its node confirms it stopped.
+        md = obj["metadata"]
+        return bool(md.get("deletionTimestamp")) and md.get("deletionGracePeriodSeconds", 0) > 0
+
+
+class NamespaceStrategy(Strategy):
+    """Namespaces carry ``spec.finalizers`` and a phase; the name is also a label."""
+
+    return_deleted_object = True
+
+    def prepare_for_create(self, obj: Object) -> None:
+        super().prepare_for_create(obj)
+        _name_label(obj)
+
+    def initial_status(self, obj: Object) -> None:
+        obj["status"] = {"phase": "Active"}
+
+    def prepare_for_update(self, new: Object, old: Object) -> None:
+        super().prepare_for_update(new, old)
+        # spec.finalizers change only through the finalize subresource.
+        new["spec"] = copy.deepcopy(old.get("spec") or {})
+        _name_label(new)
+
+    def pending_finalizers(self, obj: Object) -> bool:
+        return super().pending_finalizers(obj) or bool(
+            (obj.get("spec") or {}).get("finalizers")
+        )
+
+    def mark_deleting(self, obj: Object) -> None:
+        obj.setdefault("status", {})["phase"] = "Terminating"
+
+
+class NamespaceFinalizeStrategy(NamespaceStrategy):
+    """``namespaces/<ns>/finalize``: only ``spec.finalizers`` may change."""
+
+    def prepare_for_update(self, new: Object, old: Object) -> None:
+        finalizers = (new.get("spec") or {}).get("finalizers")
+        replacement = copy.deepcopy(old)
+        replacement["metadata"]["resourceVersion"] = new["metadata"].get("resourceVersion", "")
+        spec = replacement.setdefault("spec", {})
+        if finalizers:
+            spec["finalizers"] = finalizers
+        else:
+            spec.pop("finalizers", None)
+        new.clear()
+        new.update(replacement)
+
+
+def _name_label(obj: Object) -> None:
+    md = obj["metadata"]
+    labels = md.get("labels")
+    if not isinstance(labels, dict):
+        labels = {}
+        md["labels"] = labels
+    labels["kubernetes.io/metadata.name"] = md.get("name", "")
+
+
+class SecretStrategy(Strategy):
+    """``stringData`` is a write-only convenience folded into ``data`` (base64)."""
+
+    def default(self, obj: Object) -> None:
+        super().default(obj)
+        string_data = obj.pop("stringData", None)
+        if isinstance(string_data, dict):
+            data = obj.get("data")
+            if not isinstance(data, dict):
+                data = {}
+                obj["data"] = data
+            for key, value in string_data.items():
+                if isinstance(value, str):
+                    data[key] = base64.b64encode(value.encode()).decode()
+
+    def validate_update(self, new: Object, old: Object) -> list[field.FieldError]:
+        errors = super().validate_update(new, old)
+        if new.get("type") != old.get("type"):
+            errors.append(field.immutable("type", new.get("type")))
+        return errors
+
+
+class ServiceStrategy(Strategy):
+    return_deleted_object = True
+
+    def initial_status(self, obj: Object) -> None:
+        obj["status"] = {"loadBalancer": {}}
+
+
+class CRDStrategy(Strategy):
+    return_deleted_object = True
+
+    def initial_status(self, obj: Object) -> None:
+        names = (obj.get("spec") or {}).get("names") or {}
+        obj["status"] = {"acceptedNames": {"kind": "", "plural": ""}, "storedVersions": []}
+        del names
+
+
+_STRATEGIES: dict[tuple[str, str], type[Strategy]] = {
+    ("", "Pod"): PodStrategy,
+    ("", "Namespace"): NamespaceStrategy,
+    ("", "Secret"): SecretStrategy,
+    ("", "Service"): ServiceStrategy,
+    ("apiextensions.k8s.io", "CustomResourceDefinition"): CRDStrategy,
+}
+
+
+def strategy_for(rt: ResourceType) -> Strategy:
+    """The strategy of a resource: its own class when it has one, else the default."""
+    return _STRATEGIES.get((rt.group, rt.kind), Strategy)(rt)

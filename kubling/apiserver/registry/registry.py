@@ -1,0 +1,56 @@
+"""The registry: one Store per served resource, all sharing the backend and watch caches.
+
+This is where a kind becomes served: the catalogue says it exists, ``kinds.strategy_for``
+says how it behaves, and the registry wires the Store to the storage and the cache.
+"""
+
+from __future__ import annotations
+
+from kubling import storage
+from kubling.api.meta import Object
+from kubling.api.resources import Catalogue, ResourceType
+from kubling.apiserver import watchcache
+from kubling.apiserver.registry import kinds
+from kubling.apiserver.registry.store import Store
+from kubling.apiserver.registry.strategy import StatusStrategy, Strategy
+
+
+class Registry:
+    def __init__(
+        self, catalogue: Catalogue, backend: storage.Backend, caches: watchcache.CacheSet
+    ) -> None:
+        self.catalogue = catalogue
+        self.backend = backend
+        self.caches = caches
+        self._stores: dict[tuple[str, str, str], Store] = {}
+        self._status: dict[tuple[str, str, str], Strategy] = {}
+        self._namespaces = catalogue.lookup("", "v1", "namespaces")
+
+    def store(self, rt: ResourceType) -> Store:
+        key = (rt.group, rt.version, rt.plural)
+        store = self._stores.get(key)
+        if store is None:
+            store = Store(
+                rt,
+                kinds.strategy_for(rt),
+                self.backend,
+                self.caches.cache(rt.storage_prefix),
+                namespace_state=self._namespace_state,
+            )
+            self._stores[key] = store
+        return store
+
+    def status_strategy(self, rt: ResourceType) -> Strategy:
+        key = (rt.group, rt.version, rt.plural)
+        strategy = self._status.get(key)
+        if strategy is None:
+            strategy = StatusStrategy(self.store(rt).strategy)
+            self._status[key] = strategy
+        return strategy
+
+    async def _namespace_state(self, name: str) -> Object | None:
+        """The namespace as storage holds it now: creates right after a namespace's
+        creation must see it, so this does not read the (eventually current) cache."""
+        assert self._namespaces is not None
+        kv = await self.backend.get(f"{self._namespaces.storage_prefix}{name}")
+        return None if kv is None else watchcache.decode(kv).obj

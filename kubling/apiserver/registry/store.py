@@ -1,0 +1,371 @@
+"""The generic Store: create, get, list, update, delete and watch once, for every kind.
+
+Upstream's ``genericregistry.Store`` in Python. The per-kind differences live in the
+``Strategy``; the Store owns the object-metadata rules (uid, timestamps, generateName,
+resourceVersion, finalizers, graceful deletion, dry run) and turns storage outcomes into
+API errors. Every write is a compare-and-swap on the key's revision: a client's stale
+``resourceVersion`` is a 409, a race with another writer of an unconditional update is
+retried with the fresh value (``guaranteed_update``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from kubling import storage
+from kubling.api import meta
+from kubling.api.meta import Object
+from kubling.api.resources import ResourceType
+from kubling.apiserver import errors, watchcache
+from kubling.apiserver.registry.strategy import Strategy
+
+#: Characters upstream appends to ``generateName`` (no vowels, no look-alikes).
+_GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+_GENERATE_ATTEMPTS = 8
+_UPDATE_ATTEMPTS = 16
+
+#: What a transform given to ``guaranteed_update`` returns: the new object.
+UpdateFunc = Callable[[Object], Awaitable[Object]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Preconditions:
+    uid: str | None = None
+    resource_version: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeleteOptions:
+    grace_period_seconds: int | None = None
+    preconditions: Preconditions = Preconditions()
+    propagation_policy: str | None = None
+    dry_run: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeleteResult:
+    """The object after the call, and whether it left storage (else it is only marked)."""
+
+    obj: Object
+    deleted: bool
+
+
+def encode(obj: Object) -> bytes:
+    """The stored form: the object without its ``resourceVersion`` (that is the revision)."""
+    md = obj.get("metadata")
+    if isinstance(md, dict) and "resourceVersion" in md:
+        stripped = dict(obj)
+        stripped["metadata"] = {k: v for k, v in md.items() if k != "resourceVersion"}
+        return orjson.dumps(stripped)
+    return orjson.dumps(obj)
+
+
+def _with_revision(obj: Object, revision: int) -> Object:
+    obj["metadata"]["resourceVersion"] = str(revision)
+    return obj
+
+
+class Store:
+    """Storage-backed REST operations for one resource, ruled by its strategy."""
+
+    def __init__(
+        self,
+        rt: ResourceType,
+        strategy: Strategy,
+        backend: storage.Backend,
+        cache: watchcache.ResourceCache,
+        *,
+        namespace_state: Callable[[str], Awaitable[Object | None]],
+    ) -> None:
+        self.rt = rt
+        self.strategy = strategy
+        self.backend = backend
+        self.cache = cache
+        self._namespace_state = namespace_state
+
+    # -- keys and errors ------------------------------------------------------------------
+    def key(self, namespace: str, name: str) -> str:
+        if self.rt.namespaced:
+            return f"{self.rt.storage_prefix}{namespace}/{name}"
+        return f"{self.rt.storage_prefix}{name}"
+
+    def prefix(self, namespace: str) -> str:
+        if self.rt.namespaced and namespace:
+            return f"{self.rt.storage_prefix}{namespace}/"
+        return self.rt.storage_prefix
+
+    def not_found(self, name: str) -> errors.APIError:
+        return errors.not_found(self.rt.group, self.rt.plural, name)
+
+    def _conflict(self, name: str, why: str = errors.OBJECT_MODIFIED) -> errors.APIError:
+        return errors.conflict(self.rt.group, self.rt.plural, name, why)
+
+    def _invalid(self, name: str, errs: list[Any]) -> errors.APIError:
+        return errors.invalid(self.rt.group, self.rt.kind, name, errs)
+
+    # -- reads ----------------------------------------------------------------------------
+    async def get(self, namespace: str, name: str) -> Object:
+        """The object as storage holds it now (a consistent read)."""
+        kv = await self.backend.get(self.key(namespace, name))
+        if kv is None:
+            raise self.not_found(name)
+        return watchcache.decode(kv).obj
+
+    # -- create ---------------------------------------------------------------------------
+    async def create(self, obj: Object, *, namespace: str, dry_run: bool = False) -> Object:
+        md = meta.metadata(obj)
+        if md.get("resourceVersion"):
+            raise errors.bad_request("resourceVersion should not be set on objects to be created")
+        if self.rt.namespaced:
+            md["namespace"] = namespace
+        else:
+            md.pop("namespace", None)
+        self._fill_create_meta(md)
+        self.strategy.prepare_for_create(obj)
+        generate = not md.get("name") and bool(md.get("generateName"))
+        if generate:
+            md["name"] = self._generated_name(md["generateName"])
+        errs = self.strategy.validate(obj)
+        if errs:
+            raise self._invalid(meta.name_of(obj), errs)
+        if self.rt.namespaced:
+            await self._check_namespace_open(namespace, md["name"])
+        if dry_run:
+            return obj
+        for attempt in range(_GENERATE_ATTEMPTS):
+            try:
+                kv = await self.backend.create(self.key(namespace, md["name"]), encode(obj))
+            except storage.KeyExistsError:
+                if generate and attempt + 1 < _GENERATE_ATTEMPTS:
+                    md["name"] = self._generated_name(md["generateName"])
+                    continue
+                raise errors.already_exists(self.rt.group, self.rt.plural, md["name"]) from None
+            return _with_revision(obj, kv.mod_revision)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _fill_create_meta(md: dict[str, Any]) -> None:
+        md["uid"] = meta.new_uid()
+        md["creationTimestamp"] = meta.now()
+        for field_name in ("deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
+            md.pop(field_name, None)
+
+    @staticmethod
+    def _generated_name(base: str) -> str:
+        suffix = "".join(random.choice(_GENERATE_ALPHABET) for _ in range(5))
+        return base[: 63 - 5] + suffix if len(base) > 58 else base + suffix
+
+    async def _check_namespace_open(self, namespace: str, name: str) -> None:
+        ns = await self._namespace_state(namespace)
+        if ns is None:
+            raise errors.not_found("", "namespaces", namespace)
+        if ns.get("metadata", {}).get("deletionTimestamp") or (
+            ns.get("status", {}).get("phase") == "Terminating"
+        ):
+            raise errors.APIError(
+                403,
+                "Forbidden",
+                f'{self.rt.group_resource} "{name}" is forbidden: unable to create '
+
+                f"new content in namespace {namespace} because it is being terminated",
+                details={
+                    "group": self.rt.group,
+                    "kind": self.rt.plural,
+                    "causes": [
+                        {
+                            "reason": "NamespaceTerminating",
+                            "message": f"namespace {namespace} is being terminated",
+                            "field": "metadata.namespace",
+                        }
+                    ],
+                },
+            )
+
+    # -- update ---------------------------------------------------------------------------
+    async def update(
+        self,
+        namespace: str,
+        name: str,
+        obj: Object,
+        *,
+        strategy: Strategy | None = None,
+        dry_run: bool = False,
+    ) -> tuple[Object, bool]:
+        """Replace the object (PUT). Returns the stored object and whether it was created."""
+        md = meta.metadata(obj)
+        if md.get("name", name) != name:
+            raise errors.bad_request(
+                f"the name of the object ({md.get('name')}) does not match the name on the URL "
+                f"({name})"
+            )
+        md["name"] = name
+        if self.rt.namespaced:
+            md["namespace"] = namespace
+        else:
+            md.pop("namespace", None)
+        wanted_rv = str(md.get("resourceVersion") or "")
+
+        async def replace(_current: Object) -> Object:
+            return orjson.loads(orjson.dumps(obj))  # type: ignore[no-any-return]
+
+        try:
+            result = await self.guaranteed_update(
+                namespace, name, replace, strategy=strategy, dry_run=dry_run,
+                expected_rv=wanted_rv,
+            )
+        except errors.APIError as err:
+            if err.code != 404 or not (strategy or self.strategy).allow_create_on_update:
+                raise
+            md.pop("resourceVersion", None)
+            return await self.create(obj, namespace=namespace, dry_run=dry_run), True
+        return result, False
+
+    async def guaranteed_update(
+        self,
+        namespace: str,
+        name: str,
+        transform: UpdateFunc,
+        *,
+        strategy: Strategy | None = None,
+        dry_run: bool = False,
+        expected_rv: str = "",
+    ) -> Object:
+        """Read, transform, validate, compare-and-swap; retry on a race with other writers.
+
+        ``expected_rv`` (or a ``resourceVersion`` the transform leaves in the new object)
+        makes the update conditional: a mismatch is a 409 and is not retried.
+        """
+        strat = strategy or self.strategy
+        key = self.key(namespace, name)
+        kv = await self.backend.get(key)
+        for _ in range(_UPDATE_ATTEMPTS):
+            if kv is None:
+                raise self.not_found(name)
+            old = watchcache.decode(kv).obj
+            new = await transform(orjson.loads(orjson.dumps(old)))
+            new_md = meta.metadata(new)
+            wanted = expected_rv or str(new_md.get("resourceVersion") or "")
+            if wanted and wanted != str(kv.mod_revision):
+                raise self._conflict(name)
+            self._carry_meta(new_md, old["metadata"], name)
+            strat.prepare_for_update(new, old)
+            errs = strat.validate_update(new, old)
+            if errs:
+                raise self._invalid(name, errs)
+            new_md["resourceVersion"] = str(kv.mod_revision)
+            if new == old:
+                return old  # nothing changed: no write, no event (as upstream)
+            if new_md.get("deletionTimestamp") and not self.strategy.pending_finalizers(new):
+                if dry_run:
+                    return new
+                try:
+                    await self.backend.delete(key, expected_revision=kv.mod_revision)
+                except storage.ConflictError as err:
+                    kv = err.current
+                    continue
+                return new
+            if dry_run:
+                return new
+            try:
+                stored = await self.backend.update(
+                    key, encode(new), expected_revision=kv.mod_revision
+                )
+            except storage.ConflictError as err:
+                if wanted:
+                    raise self._conflict(name) from None
+                kv = err.current
+                continue
+            except storage.KeyNotFoundError:
+                raise self.not_found(name) from None
+            return _with_revision(new, stored.mod_revision)
+        raise self._conflict(name, "too many concurrent writers; please try again")
+
+    def _carry_meta(self, new: dict[str, Any], old: dict[str, Any], name: str) -> None:
+        """Keep what only the server sets; a different uid is a precondition failure."""
+        if new.get("uid") and new["uid"] != old.get("uid"):
+            raise self._conflict(
+                name,
+                f"Precondition failed: UID in precondition: {new['uid']}, "
+                f"UID in object meta: {old.get('uid')}",
+            )
+        new["name"] = old["name"]
+        if "namespace" in old:
+            new["namespace"] = old["namespace"]
+        for field_name in ("uid", "creationTimestamp", "deletionTimestamp",
+                           "deletionGracePeriodSeconds"):
+            if field_name in old:
+                new[field_name] = old[field_name]
+            else:
+                new.pop(field_name, None)
+        if "generateName" in old and "generateName" not in new:
+            new["generateName"] = old["generateName"]
+        new.pop("selfLink", None)
+
+    # -- delete ---------------------------------------------------------------------------
+    async def delete(self, namespace: str, name: str, options: DeleteOptions) -> DeleteResult:
+        key = self.key(namespace, name)
+        for _ in range(_UPDATE_ATTEMPTS):
+            kv = await self.backend.get(key)
+            if kv is None:
+                raise self.not_found(name)
+            obj = watchcache.decode(kv).obj
+            self._check_preconditions(obj, name, options.preconditions)
+            md = obj["metadata"]
+            grace = self.strategy.grace_period(obj, options.grace_period_seconds)
+            if self.strategy.pending_finalizers(obj) or grace > 0:
+                if md.get("deletionTimestamp") and grace <= 0:
+                    return DeleteResult(obj, False)  # already being deleted
+                marked = self._mark_deleting(obj, grace)
+                if options.dry_run:
+                    return DeleteResult(marked, False)
+                try:
+                    stored = await self.backend.update(
+                        key, encode(marked), expected_revision=kv.mod_revision
+                    )
+                except storage.ConflictError:
+                    continue
+                return DeleteResult(_with_revision(marked, stored.mod_revision), False)
+            if options.dry_run:
+                return DeleteResult(obj, True)
+            try:
+                await self.backend.delete(key, expected_revision=kv.mod_revision)
+            except storage.ConflictError:
+                continue
+            except storage.KeyNotFoundError:
+                raise self.not_found(name) from None
+            return DeleteResult(obj, True)
+        raise self._conflict(name, "too many concurrent writers; please try again")
+
+    def _mark_deleting(self, obj: Object, grace: int) -> Object:
+        md = obj["metadata"]
+        when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=max(grace, 0))
+        stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if not md.get("deletionTimestamp") or grace > 0:
+            md["deletionTimestamp"] = stamp
+        md["deletionGracePeriodSeconds"] = max(grace, 0)
+        self.strategy.mark_deleting(obj)
+        return obj
+
+    def _check_preconditions(self, obj: Object, name: str, pre: Preconditions) -> None:
+        md = obj["metadata"]
+        if pre.uid is not None and pre.uid != md.get("uid"):
+            raise self._conflict(
+                name,
+                f"Precondition failed: UID in precondition: {pre.uid}, "
+                f"UID in object meta: {md.get('uid')}",
+            )
+        if pre.resource_version is not None and pre.resource_version != md.get(
+            "resourceVersion"
+        ):
+            raise self._conflict(
+                name,
+                f"Precondition failed: ResourceVersion in precondition: "
+                f"{pre.resource_version}, ResourceVersion in object meta: "
+                f"{md.get('resourceVersion')}",
+            )

@@ -1,0 +1,193 @@
+"""The API server as a whole: storage, certificates, caches, bootstrap objects, HTTPS.
+
+``APIServer.start`` runs the start-up phases in order and reports each one through the
+``on_phase`` callback (the CLI prints them); ``stop`` undoes them in reverse. Everything
+runs on the caller's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from kubling import storage
+from kubling.api import meta
+from kubling.api.resources import Catalogue
+from kubling.apiserver import app, authn, authz, errors, health, kubeconfig, pki, watchcache
+from kubling.apiserver.registry.registry import Registry
+
+log = logging.getLogger("kubling.apiserver")
+
+#: Namespaces every cluster has from its first start.
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+PhaseCallback = Callable[[str, float], None]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServerConfig:
+    data_dir: Path
+    bind_address: str = "0.0.0.0"
+    https_port: int = 6443
+    datastore_endpoint: str = ""
+    cluster_cidr: str = "10.42.0.0/16"
+    service_cidr: str = "10.43.0.0/16"
+    node_addresses: tuple[str, ...] = ()
+    hostnames: tuple[str, ...] = ()
+    compact_interval: float = 300.0
+
+    @property
+    def endpoint(self) -> str:
+        return self.datastore_endpoint or f"sqlite://{self.data_dir / 'db' / 'state.db'}"
+
+    @property
+    def kubeconfig_path(self) -> Path:
+        return self.data_dir / "kubeconfig.yaml"
+
+    @property
+    def first_service_ip(self) -> str:
+        return str(next(ipaddress.ip_network(self.service_cidr, strict=False).hosts()))
+
+
+class APIServer:
+    def __init__(self, config: ServerConfig, *, on_phase: PhaseCallback | None = None) -> None:
+        self.config = config
+        self.on_phase = on_phase or (lambda name, seconds: None)
+        self.backend: storage.Backend | None = None
+        self.caches: watchcache.CacheSet | None = None
+        self.registry: Registry | None = None
+        self.pki: pki.ClusterPKI | None = None
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready = False
+        self._stopping = False
+
+    async def _phase(self, name: str, started: float) -> None:
+        self.on_phase(name, time.monotonic() - started)
+
+    async def start(self) -> None:
+        cfg = self.config
+        t = time.monotonic()
+        self.pki = await asyncio.to_thread(
+            pki.ensure_pki,
+            cfg.data_dir / "tls",
+            hostnames=list(cfg.hostnames),
+            ips=sorted({"127.0.0.1", cfg.first_service_ip, *cfg.node_addresses}),
+        )
+        await asyncio.to_thread(
+            kubeconfig.write_admin_kubeconfig,
+            cfg.kubeconfig_path,
+            server=f"https://127.0.0.1:{cfg.https_port}",
+            pki=self.pki,
+        )
+        await self._phase("certificates", t)
+
+        t = time.monotonic()
+        self.backend = storage.open_backend(cfg.endpoint)
+        await self.backend.start()
+        await self._phase("storage", t)
+
+        t = time.monotonic()
+        self.caches = watchcache.CacheSet(self.backend)
+        await self.caches.start()
+        self.registry = Registry(Catalogue(), self.backend, self.caches)
+        await self._phase("watch cache", t)
+
+        t = time.monotonic()
+        await self._bootstrap()
+        await self._phase("bootstrap", t)
+
+        t = time.monotonic()
+        await self._serve()
+        self._tasks.append(asyncio.create_task(
+            storage.run_compactor(self.backend, interval=cfg.compact_interval),
+            name="compactor",
+        ))
+        self._ready = True
+        await self._phase("https", t)
+
+    async def _bootstrap(self) -> None:
+        """Create the system namespaces a cluster always has (idempotent)."""
+        assert self.registry is not None
+        rt = self.registry.catalogue.lookup("", "v1", "namespaces")
+        assert rt is not None
+        store = self.registry.store(rt)
+        for name in SYSTEM_NAMESPACES:
+            if await self.backend.get(store.key("", name)) is not None:  # type: ignore[union-attr]
+                continue
+            obj: meta.Object = {"apiVersion": "v1", "kind": "Namespace",
+                                "metadata": {"name": name}}
+            store.strategy.default(obj)
+            try:
+                await store.create(obj, namespace="")
+            except errors.APIError as err:
+                if err.code != 409:  # another server created it first: fine
+                    raise
+
+    def _checks(self) -> health.HealthChecks:
+        checks = health.HealthChecks()
+
+        async def ping() -> str | None:
+            return None
+
+        async def datastore() -> str | None:
+            try:
+                assert self.backend is not None
+                await asyncio.wait_for(self.backend.current_revision(), 2.0)
+            except Exception as err:
+                return str(err) or type(err).__name__
+            return None
+
+        async def informer_sync() -> str | None:
+            return None if self.caches is not None else "watch cache not started"
+
+        async def shutdown() -> str | None:
+            return "server is shutting down" if self._stopping else None
+
+        checks.add("ping", ping)
+        checks.add("log", ping)
+        checks.add("etcd", datastore)
+        checks.add("etcd-readiness", datastore, endpoints=("readyz",))
+        checks.add("informer-sync", informer_sync, endpoints=("readyz",))
+        checks.add("shutdown", shutdown, endpoints=("readyz",))
+        return checks
+
+    async def _serve(self) -> None:
+        assert self.registry is not None and self.pki is not None
+        application = app.APIServerApp(
+            self.registry,
+            authenticator=authn.Authenticator(),
+            authorizer=authz.AllowAuthenticated(),
+            checks=self._checks(),
+        ).build()
+        self._runner = web.AppRunner(application, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        context: ssl.SSLContext = pki.server_ssl_context(self.pki)
+        site = web.TCPSite(
+            self._runner, self.config.bind_address, self.config.https_port,
+            ssl_context=context, backlog=1024, reuse_address=True,
+        )
+        await site.start()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.caches is not None:
+            await self.caches.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.backend is not None:
+            await self.backend.close()

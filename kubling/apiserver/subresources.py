@@ -1,0 +1,207 @@
+"""Subresources: ``status``, ``scale``, ``binding``, ``eviction`` and namespace ``finalize``.
+
+Each is the parent's Store with another strategy or a small translation (a Scale is a
+view of the parent's ``spec.replicas``), never a separate code path to storage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from kubling.api import meta
+from kubling.api.meta import Object
+from kubling.api.resources import ResourceType
+from kubling.apiserver import errors
+from kubling.apiserver.handlers import (
+    ResourceHandlers,
+    _dry_run,
+    json_response,
+    label_selector_string,
+)
+from kubling.apiserver.registry import kinds
+from kubling.apiserver.registry.store import DeleteOptions, Store
+from kubling.apiserver.requestinfo import RequestInfo
+
+
+def scale_of(obj: Object) -> Object:
+    """The autoscaling/v1 Scale view of a scalable object."""
+    md = obj["metadata"]
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {k: md[k] for k in ("name", "namespace", "uid", "resourceVersion",
+                                       "creationTimestamp") if k in md},
+        "spec": {"replicas": spec.get("replicas", 0)},
+        "status": {
+            "replicas": status.get("replicas", 0),
+            "selector": label_selector_string(spec.get("selector")),
+        },
+    }
+
+
+class APIHandlers(ResourceHandlers):
+    """Resource handlers plus the subresources of every kind."""
+
+    async def _subresource(self, request: web.Request, info: RequestInfo, rt: ResourceType,
+                           store: Store) -> web.StreamResponse:
+        sub = rt.subresource(info.subresource)
+        if sub is None or not info.name:
+            raise errors.path_not_found()
+        if info.verb not in sub.verbs:
+            raise errors.method_not_supported(rt.group, f"{rt.plural}/{sub.name}", info.verb)
+        namespace = info.namespace if rt.namespaced else ""
+        if sub.name == "status":
+            return await self._status(request, info, rt, store, namespace)
+        if sub.name == "scale":
+            return await self._scale(request, info, rt, store, namespace)
+        if sub.name == "binding":
+            return await self._binding(request, info, store, namespace)
+        if sub.name == "eviction":
+            return await self._eviction(request, info, store, namespace)
+        if sub.name == "finalize":
+            return await self._finalize(request, info, rt, store)
+        raise errors.path_not_found()
+
+    async def _status(self, request: web.Request, info: RequestInfo, rt: ResourceType,
+                      store: Store, namespace: str) -> web.StreamResponse:
+        strategy = self.registry.status_strategy(rt)
+        if info.verb == "get":
+            return self._respond(request, rt, await store.get(namespace, info.name), 200)
+        if info.verb == "update":
+            obj, warnings = await self._read_object(request, rt)
+            self._check_namespace(rt, obj, namespace)
+            updated, _ = await store.update(namespace, info.name, obj, strategy=strategy,
+                                            dry_run=_dry_run(request.query))
+            return self._respond(request, rt, updated, 200, warnings)
+        transform, warnings = await self._patch_transform(request, rt, rt.kind, rt.api_version)
+
+        async def apply(current: Object) -> Object:
+            patched: Object = transform(current)
+            return patched
+
+        updated = await store.guaranteed_update(namespace, info.name, apply, strategy=strategy,
+                                                dry_run=_dry_run(request.query))
+        return self._respond(request, rt, updated, 200, warnings)
+
+    async def _scale(self, request: web.Request, info: RequestInfo, rt: ResourceType,
+                     store: Store, namespace: str) -> web.StreamResponse:
+        if info.verb == "get":
+            return json_response(scale_of(await store.get(namespace, info.name)))
+        scale_rt = ResourceType("autoscaling", "v1", "Scale", "scale", "scale", rt.namespaced)
+        if info.verb == "update":
+            scale, _ = await self._read_object(request, scale_rt)
+            transform = None
+        else:
+            transform, _ = await self._patch_transform(request, scale_rt, "Scale",
+                                                       "autoscaling/v1")
+
+        def new_scale(current: Object) -> Object:
+            if transform is None:
+                return scale
+            patched: Object = transform(scale_of(current))
+            return patched
+
+        async def apply(current: Object) -> Object:
+            wanted = new_scale(current)
+            replicas = (wanted.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+                raise errors.invalid("autoscaling", "Scale", info.name, [
+                    _replicas_error(replicas)
+                ])
+            current.setdefault("spec", {})["replicas"] = replicas
+            rv = (wanted.get("metadata") or {}).get("resourceVersion")
+            if rv:
+                current["metadata"]["resourceVersion"] = rv
+            else:
+                current["metadata"].pop("resourceVersion", None)
+            return current
+
+        updated = await store.guaranteed_update(namespace, info.name, apply,
+                                                dry_run=_dry_run(request.query))
+        return json_response(scale_of(updated))
+
+    async def _binding(self, request: web.Request, info: RequestInfo, store: Store,
+                       namespace: str) -> web.StreamResponse:
+        binding_rt = ResourceType("", "v1", "Binding", "bindings", "binding", True)
+        binding, _ = await self._read_object(request, binding_rt)
+        target = binding.get("target") or {}
+        node = target.get("name") if isinstance(target, dict) else None
+        if not node:
+            raise errors.invalid("", "Binding", info.name, [
+                _field_required("target.name")
+            ])
+
+        async def bind(pod: Object) -> Object:
+            spec = pod.setdefault("spec", {})
+            if spec.get("nodeName"):
+                raise errors.conflict("", "pods/binding", info.name,
+                                      f'pod {info.name} is already assigned to node '
+                                      f'"{spec["nodeName"]}"')
+            if pod["metadata"].get("deletionTimestamp"):
+                raise errors.conflict("", "pods/binding", info.name,
+                                      f"pod {info.name} is being deleted, cannot be assigned "
+                                      "to a host")
+            spec["nodeName"] = node
+            status = pod.setdefault("status", {})
+            conditions = [c for c in status.get("conditions") or []
+                          if c.get("type") != "PodScheduled"]
+            conditions.append({"type": "PodScheduled", "status": "True",
+                               "lastProbeTime": None,
+                               "lastTransitionTime": meta.now()})
+            status["conditions"] = conditions
+            return pod
+
+        # Binding writes spec.nodeName and the PodScheduled condition together: a strategy
+        # that lets both through, as upstream's binding REST does.
+        await store.guaranteed_update(namespace, info.name, bind,
+                                      strategy=_BindingStrategy(store.rt),
+                                      dry_run=_dry_run(request.query))
+        return json_response(_success(), status=201)
+
+    async def _eviction(self, request: web.Request, info: RequestInfo, store: Store,
+                        namespace: str) -> web.StreamResponse:
+        eviction_rt = ResourceType("policy", "v1", "Eviction", "evictions", "eviction", True)
+        eviction, _ = await self._read_object(request, eviction_rt)
+        opts = eviction.get("deleteOptions") or {}
+        grace = opts.get("gracePeriodSeconds") if isinstance(opts, dict) else None
+        await store.delete(namespace, info.name,
+                           DeleteOptions(grace_period_seconds=grace,
+                                         dry_run=_dry_run(request.query)))
+        return json_response(_success(), status=201)
+
+    async def _finalize(self, request: web.Request, info: RequestInfo, rt: ResourceType,
+                        store: Store) -> web.StreamResponse:
+        obj, _ = await self._read_object(request, rt)
+        updated, _ = await store.update("", info.name, obj,
+                                        strategy=kinds.NamespaceFinalizeStrategy(rt),
+                                        dry_run=_dry_run(request.query))
+        return self._respond(request, rt, updated, 200)
+
+
+class _BindingStrategy(kinds.PodStrategy):
+    def prepare_for_update(self, new: Object, old: Object) -> None:
+        """Binding changes exactly ``spec.nodeName`` and the scheduling condition."""
+
+    def validate_update(self, new: Object, old: Object) -> list[Any]:
+        return []
+
+
+def _success() -> Object:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "code": 201}
+
+
+def _replicas_error(value: Any) -> Any:
+    from kubling.api import field
+
+    return field.invalid("spec.replicas", value, "must be greater than or equal to 0")
+
+
+def _field_required(path: str) -> Any:
+    from kubling.api import field
+
+    return field.required(path)

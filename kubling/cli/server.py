@@ -1,0 +1,163 @@
+"""``kubling server``: the control plane of a cluster, in one process.
+
+Start-up prints one line per phase with its duration, then the ready line with the
+kubeconfig to export. SIGTERM and SIGINT stop it cleanly (exit 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kubling.apiserver import server
+from kubling.cli import hostinfo, logs, options
+
+log = logging.getLogger("kubling.server")
+
+EPILOG = """examples:
+  kubling server
+  kubling server --data-dir /tmp/k --https-port 7443
+  KUBLING_HTTPS_PORT=7443 kubling server
+  kubling server --config /etc/kubling/config.yaml   (keys are flag names: https-port: 7443)
+"""
+
+
+def build_parser(prog: str = "kubling server") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Run the control plane: API server with its embedded datastore. Every "
+        "flag may also come from KUBLING_<FLAG> or the config file (flag > env > file).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--data-dir", default="/var/lib/kubling",
+                        help="where state lives: db/, tls/, kubeconfig.yaml (default %(default)s)")
+    parser.add_argument("--bind-address", default="0.0.0.0",
+                        help="address the API server listens on (default %(default)s)")
+    parser.add_argument("--https-port", type=int, default=6443,
+                        help="port of the API server (default %(default)s)")
+    parser.add_argument("--datastore-endpoint", default="",
+                        help="storage: sqlite:///path/state.db (default <data-dir>/db/state.db)"
+                        " or memory://")
+    parser.add_argument("--cluster-cidr", default="10.42.0.0/16",
+                        help="pod network (default %(default)s)")
+    parser.add_argument("--service-cidr", default="10.43.0.0/16",
+                        help="service network (default %(default)s)")
+    parser.add_argument("--tls-san", action="append", default=[],
+                        help="extra hostname or IP for the serving certificate (repeatable)")
+    parser.add_argument("--write-kubeconfig", default="",
+                        help="also write the admin kubeconfig to this path")
+    parser.add_argument("--write-kubeconfig-mode", default="0600",
+                        help="file mode of --write-kubeconfig (default %(default)s)")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="log line format (default %(default)s)")
+    parser.add_argument("-v", "--verbosity", action="count", default=0,
+                        help="more logs (-v info, -vv debug)")
+    return parser
+
+
+def register(sub: Any) -> None:
+    """Register for `kubling --help`; parsing happens in ``main`` (config precedence)."""
+    sub.add_parser("server", help="run the control plane (a single-node cluster)",
+                   description=build_parser().description)
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = build_parser()
+    args = options.parse_args(parser, argv, env=os.environ)
+    logs.setup(fmt=args.log_format, verbosity=args.verbosity)
+    try:
+        mode = int(args.write_kubeconfig_mode, 8)
+    except ValueError:
+        parser.error(f"--write-kubeconfig-mode: not an octal mode: {args.write_kubeconfig_mode}")
+    owner = hostinfo.port_owner(args.https_port)
+    if owner is not None:
+        print(f"kubling: port {args.https_port} is in use by pid {owner} "
+              f"({hostinfo.process_name(owner)}) — stop it or pass --https-port",
+              file=sys.stderr)
+        return 1
+    addresses = hostinfo.ipv4_addresses()
+    sans = [s for s in args.tls_san if not _is_ip(s)]
+    ips = [s for s in args.tls_san if _is_ip(s)]
+    config = server.ServerConfig(
+        data_dir=Path(args.data_dir).absolute(),
+        bind_address=args.bind_address,
+        https_port=args.https_port,
+        datastore_endpoint=args.datastore_endpoint,
+        cluster_cidr=args.cluster_cidr,
+        service_cidr=args.service_cidr,
+        node_addresses=tuple(addresses + ips),
+        hostnames=tuple([socket.gethostname(), *sans]),
+    )
+    try:
+        return _run(config, write_kubeconfig=args.write_kubeconfig, mode=mode)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
+    except OSError:
+        return False
+    return True
+
+
+def _print_phase(name: str, seconds: float) -> None:
+    print(f"kubling: {name:<13} {seconds * 1000:7.1f} ms", file=sys.stderr, flush=True)
+
+
+def _run(config: server.ServerConfig, *, write_kubeconfig: str, mode: int) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is optional
+        return asyncio.run(_serve(config, write_kubeconfig, mode))
+    return uvloop.run(_serve(config, write_kubeconfig, mode))
+
+
+async def _serve(config: server.ServerConfig, write_kubeconfig: str, mode: int) -> int:
+    started = time.monotonic()
+    api = server.APIServer(config, on_phase=_print_phase)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await api.start()
+    except OSError as err:
+        await api.stop()
+        if err.errno == errno.EADDRINUSE:
+            print(f"kubling: port {config.https_port} is in use — stop what holds it or pass "
+                  "--https-port", file=sys.stderr)
+        else:
+            print(f"kubling: cannot start: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:  # a bad endpoint or CIDR: the user's to fix
+        await api.stop()
+        print(f"kubling: {err}", file=sys.stderr)
+        return 2
+    if write_kubeconfig:
+        target = Path(write_kubeconfig)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(config.kubeconfig_path, target)
+        os.chmod(target, mode)
+    elapsed = time.monotonic() - started
+    print(f"kubling is ready in {elapsed:.1f}s — export KUBECONFIG={config.kubeconfig_path}",
+          file=sys.stderr, flush=True)
+    await stop.wait()
+    print("kubling: stopping", file=sys.stderr, flush=True)
+    await api.stop()
+    return 0
+
+

@@ -1,0 +1,145 @@
+"""Start a real ``kubling server`` process for end-to-end tests and talk to it.
+
+The server is a subprocess on a free port with its own data dir; tests drive it with the
+real ``kubectl`` (``--cache-dir`` in a temp dir, never ``~/.kube``) and the official
+``kubernetes`` Python client. Only the process this module started is ever signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class KublingServer:
+    """A running ``kubling server`` and the clients that reach it."""
+
+    def __init__(self, data_dir: Path, *, port: int | None = None,
+                 extra_args: Sequence[str] = ()) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.extra_args = list(extra_args)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+        self.cache_dir = data_dir.parent / f"{data_dir.name}-kubectl-cache"
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.data_dir / "kubeconfig.yaml"
+
+    def start(self, *, timeout: float = 30.0) -> float:
+        """Start the process; return seconds until ``/readyz`` answered ok."""
+        started = time.monotonic()
+        log = open(self.log_path, "ab")
+        env = dict(os.environ)
+        env.pop("KUBECONFIG", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "kubling.cli.main", "server", "--data-dir",
+             str(self.data_dir), "--https-port", str(self.port), "--bind-address", "127.0.0.1",
+             *self.extra_args],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+        )
+        log.close()
+        deadline = started + timeout
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"kubling server exited: {self.read_log()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", context=context,
+                                            timeout=1) as resp:
+                    if resp.status == 200:
+                        return time.monotonic() - started
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"kubling server not ready in {timeout}s: {self.read_log()}")
+
+    def read_log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, *, timeout: float = 15.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        code = self.process.returncode
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    # -- clients --------------------------------------------------------------------------
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                timeout: float = 60.0, binary: str = "kubectl") -> subprocess.CompletedProcess[str]:
+        cmd = [binary, "--kubeconfig", str(self.kubeconfig), "--cache-dir",
+               str(self.cache_dir), *args]
+        result = subprocess.run(cmd, input=input, capture_output=True, text=True,
+                                timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def kubectl_yaml(self, *args: str) -> Any:
+        return yaml.safe_load(self.kubectl(*args, "-o", "yaml").stdout)
+
+    def api_client(self) -> Any:
+        from kubernetes import client, config
+
+        configuration = client.Configuration()
+        config.load_kube_config(config_file=str(self.kubeconfig),
+                                client_configuration=configuration)
+        return client.ApiClient(configuration)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        from kubling.apiserver import kubeconfig
+
+        return kubeconfig.client_ssl_context(kubeconfig.load_kubeconfig(self.kubeconfig))
+
+
+@contextlib.contextmanager
+def running_server(data_dir: Path, **kwargs: Any) -> Iterator[KublingServer]:
+    server = KublingServer(data_dir, **kwargs)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

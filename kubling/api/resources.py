@@ -44,7 +44,9 @@ class ResourceType:
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     subresources: tuple[Subresource, ...] = ()
-    #: The group/version whose objects are stored (for kinds served in several versions).
+    #: The apiVersion objects are stored in, when another version of the same resource is
+    #: the stored one (``autoscaling/v2`` for ``autoscaling/v1`` HPAs, ``v1`` for
+    #: ``events.k8s.io/v1`` Events); empty when this version is stored as it is.
     storage_version: str = ""
 
     @property
@@ -68,7 +70,8 @@ class ResourceType:
     @property
     def storage_prefix(self) -> str:
         """Key prefix of this resource's objects; shared by every version of it."""
-        return f"/registry/{self.group or 'core'}/{self.plural}/"
+        group = self.storage_version.rpartition("/")[0] if self.storage_version else self.group
+        return f"/registry/{group or 'core'}/{self.plural}/"
 
     def subresource(self, name: str) -> Subresource | None:
         for sub in self.subresources:

@@ -192,7 +192,7 @@ class ResourceHandlers:
             cached = store.cache.items.get(store.key(namespace, info.name))
             if cached is None:
                 raise store.not_found(info.name)
-            obj = cached.copy()
+            obj = store.present(cached)
         else:
             obj = await store.get(namespace, info.name)
         return self._respond(request, rt, obj, 200)
@@ -208,17 +208,17 @@ class ResourceHandlers:
         if result.remaining is not None:
             list_meta["remainingItemCount"] = result.remaining
         if rep.table:
-            body = tables.table(rt.group, rt.kind, (c.obj for c in result.items),
+            body = tables.table(rt.group, rt.kind, (store.present(c) for c in result.items),
                                 include_object=rep.include_object, list_meta=list_meta)
             return json_response(body, rep=rep)
         if rep.encoding == "yaml":
             data: Object = {"apiVersion": rt.api_version,
-                            "items": [c.obj for c in result.items],
+                            "items": [store.present(c) for c in result.items],
                             "kind": rt.list_kind, "metadata": list_meta}
             return json_response(data, rep=rep)
         head: bytes = orjson.dumps({"kind": rt.list_kind, "apiVersion": rt.api_version,
                                     "metadata": list_meta})
-        raw = head[:-1] + b',"items":[' + b",".join(c.json for c in result.items) + b"]}"
+        raw = head[:-1] + b',"items":[' + b",".join(store.present_json(c) for c in result.items) + b"]}"
         return raw_json_response(raw)
 
     async def _create(self, request: web.Request, info: RequestInfo, rt: ResourceType,
@@ -401,11 +401,11 @@ class ResourceHandlers:
         rep = self._representation(request)
         opened = await listing.open_watch(store, self.registry.caches, namespace, opts)
         try:
-            return await self._stream_watch(request, rt, opts, rep, opened)
+            return await self._stream_watch(request, store, opts, rep, opened)
         finally:
             store.cache.watchers.discard(opened.watcher)
 
-    async def _stream_watch(self, request: web.Request, rt: ResourceType,
+    async def _stream_watch(self, request: web.Request, store: Store,
                             opts: listing.ListOptions, rep: negotiation.Representation,
                             opened: listing.OpenedWatch) -> web.StreamResponse:
         response = web.StreamResponse(status=200)
@@ -417,7 +417,7 @@ class ResourceHandlers:
             timeout = _MIN_REQUEST_TIMEOUT + int(random.random() * _MIN_REQUEST_TIMEOUT)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        encoder = _EventEncoder(rt, rep)
+        encoder = _EventEncoder(store, rep)
         last_revision = opened.start_revision
         with contextlib.suppress(ConnectionResetError):
             for initial in opened.initial:
@@ -454,22 +454,24 @@ def _warning_headers(warnings: list[str]) -> dict[str, str] | None:
 class _EventEncoder:
     """Serialize watch events; JSON objects are shared bytes from the watch cache."""
 
-    def __init__(self, rt: ResourceType, rep: negotiation.Representation) -> None:
-        self.rt = rt
+    def __init__(self, store: Store, rep: negotiation.Representation) -> None:
+        self.store = store
+        self.rt = store.rt
         self.rep = rep
         self._headers_sent = False
 
     def event(self, event: watchcache.WatchEvent) -> bytes:
         if self.rep.table:
             table = tables.table(
-                self.rt.group, self.rt.kind, [event.obj.obj],
+                self.rt.group, self.rt.kind, [self.store.present(event.obj)],
                 include_object=self.rep.include_object,
                 list_meta={"resourceVersion": str(event.revision)},
                 headers=not self._headers_sent,
             )
             self._headers_sent = True
             return orjson.dumps({"type": event.type, "object": table}) + b"\n"
-        return b'{"type":"' + event.type.encode() + b'","object":' + event.obj.json + b"}\n"
+        body = self.store.present_json(event.obj)
+        return b'{"type":"' + event.type.encode() + b'","object":' + body + b"}\n"
 
     def bookmark(self, revision: int, *, initial_end: bool = False) -> bytes:
         md: dict[str, Any] = {"resourceVersion": str(revision)}

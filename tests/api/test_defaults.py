@@ -63,10 +63,18 @@ def test_pod_admission_defaults() -> None:
 
 
 def test_existing_toleration_is_respected() -> None:
-    mine = {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}
+    mine = {
+        "key": "node.kubernetes.io/not-ready",
+        "operator": "Exists",
+        "effect": "NoExecute",
+        "tolerationSeconds": 5,
+    }
     spec = pod(tolerations=[mine])["spec"]
     assert spec["tolerations"][0] == mine
-    assert [t["key"] for t in spec["tolerations"]] == ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"]
+    assert [t["key"] for t in spec["tolerations"]] == [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ]
 
 
 def test_tolerate_everything_adds_nothing() -> None:
@@ -87,16 +95,36 @@ def test_service_account_kept_and_mirrored() -> None:
 
 def test_requests_default_from_limits_on_pods_only() -> None:
     limits = {"cpu": "1", "memory": "1Gi"}
-    p: Obj = {"spec": {"containers": [{"name": "c", "image": "x", "resources": {"limits": limits, "requests": {"cpu": "500m"}}}]}}
+    p: Obj = {
+        "spec": {
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "x",
+                    "resources": {"limits": limits, "requests": {"cpu": "500m"}},
+                }
+            ]
+        }
+    }
     apply_defaults("", "v1", "Pod", p)
     assert p["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}
-    rs: Obj = {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x", "resources": {"limits": limits}}]}}}}
+    rs: Obj = {
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [{"name": "c", "image": "x", "resources": {"limits": limits}}]
+                }
+            }
+        }
+    }
     apply_defaults("apps", "v1", "ReplicaSet", rs)
     assert "requests" not in rs["spec"]["template"]["spec"]["containers"][0]["resources"]
 
 
 def test_host_network_host_ports() -> None:
-    spec = pod(hostNetwork=True, containers=[{"name": "c", "image": "x", "ports": [{"containerPort": 80}]}])["spec"]
+    spec = pod(
+        hostNetwork=True, containers=[{"name": "c", "image": "x", "ports": [{"containerPort": 80}]}]
+    )["spec"]
     assert spec["containers"][0]["ports"][0]["hostPort"] == 80
 
 
@@ -143,7 +171,12 @@ def test_container_defaults() -> None:
     assert out["ports"][0]["protocol"] == "TCP"
     assert out["env"][0]["valueFrom"]["fieldRef"]["apiVersion"] == "v1"
     probe = out["livenessProbe"]
-    assert (probe["timeoutSeconds"], probe["periodSeconds"], probe["successThreshold"], probe["failureThreshold"]) == (1, 10, 1, 3)
+    assert (
+        probe["timeoutSeconds"],
+        probe["periodSeconds"],
+        probe["successThreshold"],
+        probe["failureThreshold"],
+    ) == (1, 10, 1, 3)
     assert probe["httpGet"] == {"port": 80, "path": "/", "scheme": "HTTP"}
     assert out["readinessProbe"]["grpc"]["service"] == ""
     assert out["lifecycle"]["preStop"]["httpGet"]["scheme"] == "HTTP"
@@ -158,10 +191,16 @@ def test_volume_defaults() -> None:
         {"name": "bare"},
         {"name": "cm", "configMap": {"name": "c"}},
         {"name": "s", "secret": {"secretName": "s"}},
-        {"name": "d", "downwardAPI": {"items": [{"path": "n", "fieldRef": {"fieldPath": "metadata.name"}}]}},
+        {
+            "name": "d",
+            "downwardAPI": {"items": [{"path": "n", "fieldRef": {"fieldPath": "metadata.name"}}]},
+        },
         {"name": "p", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}},
         {"name": "h", "hostPath": {"path": "/x"}},
-        {"name": "e", "ephemeral": {"volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"]}}}},
+        {
+            "name": "e",
+            "ephemeral": {"volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"]}}},
+        },
     ]
     out = {v["name"]: v for v in pod(volumes=volumes)["spec"]["volumes"]}
     assert out["bare"]["emptyDir"] == {}
@@ -176,7 +215,9 @@ def test_volume_defaults() -> None:
 
 
 def test_explicit_default_mode_kept() -> None:
-    vols = pod(volumes=[{"name": "s", "secret": {"secretName": "s", "defaultMode": 256}}])["spec"]["volumes"]
+    vols = pod(volumes=[{"name": "s", "secret": {"secretName": "s", "defaultMode": 256}}])["spec"][
+        "volumes"
+    ]
     assert vols[0]["secret"]["defaultMode"] == 256
 
 
@@ -225,7 +266,10 @@ def test_deployment_defaults() -> None:
     apply_defaults("apps", "v1", "Deployment", d)
     spec = d["spec"]
     assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"},
+    }
     assert spec["revisionHistoryLimit"] == 10
     assert spec["progressDeadlineSeconds"] == 600
     assert "selector" not in spec
@@ -253,14 +297,22 @@ def test_replication_controller_selector_and_labels_from_template() -> None:
 
 
 def test_stateful_set_defaults() -> None:
-    sts: Obj = {"spec": {"template": template(), "volumeClaimTemplates": [{"metadata": {"name": "d"}, "spec": {}}]}}
+    sts: Obj = {
+        "spec": {
+            "template": template(),
+            "volumeClaimTemplates": [{"metadata": {"name": "d"}, "spec": {}}],
+        }
+    }
     apply_defaults("apps", "v1", "StatefulSet", sts)
     spec = sts["spec"]
     assert spec["replicas"] == 1
     assert spec["podManagementPolicy"] == "OrderedReady"
     assert spec["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}
     assert spec["revisionHistoryLimit"] == 10
-    assert spec["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+    assert spec["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Retain",
+        "whenScaled": "Retain",
+    }
     assert spec["volumeClaimTemplates"][0]["spec"]["volumeMode"] == "Filesystem"
     assert spec["volumeClaimTemplates"][0]["status"] == {"phase": "Pending"}
 
@@ -274,7 +326,10 @@ def test_stateful_set_on_delete_has_no_partition() -> None:
 def test_daemon_set_defaults() -> None:
     ds: Obj = {"spec": {"template": template()}}
     apply_defaults("apps", "v1", "DaemonSet", ds)
-    assert ds["spec"]["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}
+    assert ds["spec"]["updateStrategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0},
+    }
     assert ds["spec"]["revisionHistoryLimit"] == 10
 
 
@@ -305,7 +360,13 @@ def test_job_completions_only_defaults_parallelism() -> None:
 
 
 def test_job_pod_failure_policy_changes_replacement_default() -> None:
-    job: Obj = {"spec": {"podFailurePolicy": {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}}}
+    job: Obj = {
+        "spec": {
+            "podFailurePolicy": {
+                "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+            }
+        }
+    }
     apply_defaults("batch", "v1", "Job", job)
     assert job["spec"]["podReplacementPolicy"] == "Failed"
     assert job["spec"]["podFailurePolicy"]["rules"][0]["onPodConditions"][0]["status"] == "True"
@@ -335,7 +396,8 @@ def test_cron_job_defaults() -> None:
 def service(**spec: Any) -> Obj:
     svc: Obj = {"metadata": {"name": "s"}, "spec": spec}
     apply_defaults("", "v1", "Service", svc)
-    return svc["spec"]
+    out: Obj = svc["spec"]
+    return out
 
 
 def test_service_defaults() -> None:
@@ -397,7 +459,10 @@ def test_namespace_defaults() -> None:
 
 
 def test_secret_defaults_and_string_data() -> None:
-    secret: Obj = {"data": {"a": base64.b64encode(b"old").decode()}, "stringData": {"a": "new", "b": "x"}}
+    secret: Obj = {
+        "data": {"a": base64.b64encode(b"old").decode()},
+        "stringData": {"a": "new", "b": "x"},
+    }
     apply_defaults("", "v1", "Secret", secret)
     assert secret["type"] == "Opaque"
     assert "stringData" not in secret
@@ -421,7 +486,9 @@ def test_node_allocatable_from_capacity() -> None:
 
 
 def test_limit_range_item_defaults() -> None:
-    lr: Obj = {"spec": {"limits": [{"type": "Container", "max": {"cpu": "2"}, "min": {"memory": "1Mi"}}]}}
+    lr: Obj = {
+        "spec": {"limits": [{"type": "Container", "max": {"cpu": "2"}, "min": {"memory": "1Mi"}}]}
+    }
     apply_defaults("", "v1", "LimitRange", lr)
     item = lr["spec"]["limits"][0]
     assert item["default"] == {"cpu": "2"}
@@ -448,7 +515,10 @@ def test_storage_class() -> None:
 
 
 def test_role_binding_subject_api_group() -> None:
-    rb: Obj = {"roleRef": {"kind": "Role", "name": "r"}, "subjects": [{"kind": "User", "name": "u"}, {"kind": "ServiceAccount", "name": "s"}]}
+    rb: Obj = {
+        "roleRef": {"kind": "Role", "name": "r"},
+        "subjects": [{"kind": "User", "name": "u"}, {"kind": "ServiceAccount", "name": "s"}],
+    }
     apply_defaults("rbac.authorization.k8s.io", "v1", "RoleBinding", rb)
     assert rb["subjects"][0]["apiGroup"] == "rbac.authorization.k8s.io"
     assert "apiGroup" not in rb["subjects"][1]
@@ -466,7 +536,10 @@ def test_hpa_versions() -> None:
     apply_defaults("autoscaling", "v2", "HorizontalPodAutoscaler", v2)
     spec = v2["spec"]
     assert spec["minReplicas"] == 1
-    assert spec["metrics"][0]["resource"] == {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}
+    assert spec["metrics"][0]["resource"] == {
+        "name": "cpu",
+        "target": {"type": "Utilization", "averageUtilization": 80},
+    }
     assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 60
     assert spec["behavior"]["scaleUp"]["stabilizationWindowSeconds"] == 0
     assert spec["behavior"]["scaleUp"]["selectPolicy"] == "Max"
@@ -482,7 +555,10 @@ def test_hpa_versions() -> None:
 @pytest.mark.parametrize("key", sorted(DEFAULTERS))
 def test_defaulting_is_idempotent(key: tuple[str, str]) -> None:
     group, kind = key
-    obj: Obj = {"metadata": {"name": "x"}, "spec": {"template": template(), "containers": [{"name": "c", "image": "x"}]}}
+    obj: Obj = {
+        "metadata": {"name": "x"},
+        "spec": {"template": template(), "containers": [{"name": "c", "image": "x"}]},
+    }
     apply_defaults(group, "v1", kind, obj)
     once = copy.deepcopy(obj)
     apply_defaults(group, "v1", kind, obj)

@@ -139,8 +139,12 @@ def test_name_required() -> None:
 
 
 def test_name_checked_with_kind_rule() -> None:
-    errs = validate_object_meta(obj(name="my.svc"), namespaced=False, name_rule=names.name_is_dns1035_label)
-    assert strs(errs) == [f'metadata.name: Invalid value: "my.svc": {names.is_dns1035_label("my.svc")[0]}']
+    errs = validate_object_meta(
+        obj(name="my.svc"), namespaced=False, name_rule=names.name_is_dns1035_label
+    )
+    assert strs(errs) == [
+        f'metadata.name: Invalid value: "my.svc": {names.is_dns1035_label("my.svc")[0]}'
+    ]
 
 
 def test_generate_name_checked_as_prefix() -> None:
@@ -168,14 +172,19 @@ def test_namespace_must_be_label() -> None:
 
 
 def test_labels_keys_and_values() -> None:
-    errs = validate_object_meta(obj(name="a", labels={"bad key": "ok", "k": "-bad"}), namespaced=False)
+    errs = validate_object_meta(
+        obj(name="a", labels={"bad key": "ok", "k": "-bad"}), namespaced=False
+    )
     out = strs(errs)
     assert out[0] == f'metadata.labels: Invalid value: "bad key": {QUALIFIED_MSG}'
     assert out[1].startswith('metadata.labels: Invalid value: "-bad": a valid label must be')
 
 
 def test_annotation_keys_are_case_insensitive_qualified_names() -> None:
-    assert validate_object_meta(obj(name="a", annotations={"Example.COM/X": "1"}), namespaced=False) == []
+    assert (
+        validate_object_meta(obj(name="a", annotations={"Example.COM/X": "1"}), namespaced=False)
+        == []
+    )
     errs = validate_object_meta(obj(name="a", annotations={"a b": "1"}), namespaced=False)
     assert strs(errs)[0].startswith('metadata.annotations: Invalid value: "a b": name part')
 
@@ -189,32 +198,49 @@ def test_annotation_total_size() -> None:
 
 
 def test_finalizers() -> None:
-    assert validate_object_meta(obj(name="a", finalizers=["kubernetes", "x.io/y"]), namespaced=False) == []
+    assert (
+        validate_object_meta(obj(name="a", finalizers=["kubernetes", "x.io/y"]), namespaced=False)
+        == []
+    )
     errs = validate_object_meta(obj(name="a", finalizers=["custom"]), namespaced=False)
     assert strs(errs) == [
         'metadata.finalizers: Invalid value: "custom": '
         "name is neither a standard finalizer name nor is it fully qualified"
     ]
-    both = validate_object_meta(obj(name="a", finalizers=["orphan", "foregroundDeletion"]), namespaced=False)
+    both = validate_object_meta(
+        obj(name="a", finalizers=["orphan", "foregroundDeletion"]), namespaced=False
+    )
     assert "cannot be both set" in str(both[0])
 
 
 def test_owner_references() -> None:
-    ref = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u", "controller": True}
+    ref = {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "name": "rs",
+        "uid": "u",
+        "controller": True,
+    }
     assert validate_object_meta(obj(name="a", ownerReferences=[ref]), namespaced=False) == []
-    errs = validate_object_meta(obj(name="a", ownerReferences=[{"apiVersion": "v1", "kind": "X"}]), namespaced=False)
+    errs = validate_object_meta(
+        obj(name="a", ownerReferences=[{"apiVersion": "v1", "kind": "X"}]), namespaced=False
+    )
     assert strs(errs) == [
         'metadata.ownerReferences.name: Invalid value: "": name must not be empty',
         'metadata.ownerReferences.uid: Invalid value: "": uid must not be empty',
     ]
-    two = validate_object_meta(obj(name="a", ownerReferences=[ref, {**ref, "name": "rs2"}]), namespaced=False)
+    two = validate_object_meta(
+        obj(name="a", ownerReferences=[ref, {**ref, "name": "rs2"}]), namespaced=False
+    )
     assert "Only one reference can have Controller set to true" in str(two[0])
     assert "ReplicaSet/rs and ReplicaSet/rs2" in str(two[0])
 
 
 def test_negative_generation() -> None:
     errs = validate_object_meta(obj(name="a", generation=-1), namespaced=False)
-    assert strs(errs) == ["metadata.generation: Invalid value: -1: must be greater than or equal to 0"]
+    assert strs(errs) == [
+        "metadata.generation: Invalid value: -1: must be greater than or equal to 0"
+    ]
 
 
 # -- validate_object_meta_update ---------------------------------------------------------------

@@ -82,12 +82,16 @@ def test_image_whitespace() -> None:
 
 def test_container_name_required_and_label() -> None:
     assert pod_errors(containers=[{"image": "x:1"}]) == ["spec.containers[0].name: Required value"]
-    assert pod_errors(containers=[ctr(name="Web")]) == [f'spec.containers[0].name: Invalid value: "Web": {LABEL_MSG}']
+    assert pod_errors(containers=[ctr(name="Web")]) == [
+        f'spec.containers[0].name: Invalid value: "Web": {LABEL_MSG}'
+    ]
 
 
 def test_container_names_unique_across_init_and_regular() -> None:
     assert pod_errors(initContainers=[ctr()]) == ['spec.containers[0].name: Duplicate value: "c"']
-    assert pod_errors(containers=[ctr(), ctr()]) == ['spec.containers[1].name: Duplicate value: "c"']
+    assert pod_errors(containers=[ctr(), ctr()]) == [
+        'spec.containers[1].name: Duplicate value: "c"'
+    ]
 
 
 def test_container_ports() -> None:
@@ -101,21 +105,33 @@ def test_container_ports() -> None:
     assert pod_errors(containers=[ctr(ports=[{"containerPort": 1, "protocol": "HTTP"}])]) == [
         'spec.containers[0].ports[0].protocol: Unsupported value: "HTTP": supported values: "SCTP", "TCP", "UDP"'
     ]
-    assert pod_errors(containers=[ctr(ports=[{"containerPort": 1, "hostPort": 0}, {"containerPort": 2, "hostPort": -1}])]) == [
+    assert pod_errors(
+        containers=[
+            ctr(ports=[{"containerPort": 1, "hostPort": 0}, {"containerPort": 2, "hostPort": -1}])
+        ]
+    ) == [
         "spec.containers[0].ports[1].hostPort: Invalid value: -1: must be between 1 and 65535, inclusive"
     ]
 
 
 def test_port_names() -> None:
     ports = [{"containerPort": 1, "name": "web"}, {"containerPort": 2, "name": "web"}]
-    assert pod_errors(containers=[ctr(ports=ports)]) == ['spec.containers[0].ports[1].name: Duplicate value: "web"']
+    assert pod_errors(containers=[ctr(ports=ports)]) == [
+        'spec.containers[0].ports[1].name: Duplicate value: "web"'
+    ]
     bad = pod_errors(containers=[ctr(ports=[{"containerPort": 1, "name": "123"}])])
-    assert bad == ['spec.containers[0].ports[0].name: Invalid value: "123": must contain at least one letter (a-z)']
+    assert bad == [
+        'spec.containers[0].ports[0].name: Invalid value: "123": must contain at least one letter (a-z)'
+    ]
 
 
 def test_host_network_host_port_must_match() -> None:
-    errs = pod_errors(hostNetwork=True, containers=[ctr(ports=[{"containerPort": 80, "hostPort": 81}])])
-    assert errs == ["spec.containers[0].ports[0].hostPort: Invalid value: 81: must match `containerPort` when `hostNetwork` is true"]
+    errs = pod_errors(
+        hostNetwork=True, containers=[ctr(ports=[{"containerPort": 80, "hostPort": 81}])]
+    )
+    assert errs == [
+        "spec.containers[0].ports[0].hostPort: Invalid value: 81: must match `containerPort` when `hostNetwork` is true"
+    ]
 
 
 def test_image_pull_policy_supported() -> None:
@@ -126,7 +142,9 @@ def test_image_pull_policy_supported() -> None:
 
 def test_env() -> None:
     assert pod_errors(containers=[ctr(env=[{"name": "A.b-c", "value": "1"}])]) == []
-    assert pod_errors(containers=[ctr(env=[{"value": "1"}])]) == ["spec.containers[0].env[0].name: Required value"]
+    assert pod_errors(containers=[ctr(env=[{"value": "1"}])]) == [
+        "spec.containers[0].env[0].name: Required value"
+    ]
     assert pod_errors(containers=[ctr(env=[{"name": "A=B"}])]) == [
         'spec.containers[0].env[0].name: Invalid value: "A=B": a valid environment variable name must '
         "consist only of printable ASCII characters other than '='"
@@ -136,7 +154,9 @@ def test_env() -> None:
         "`resourceFieldRef`, `configMapKeyRef` or `secretKeyRef`"
     ]
     ref = {"name": "A", "valueFrom": {"configMapKeyRef": {"name": "cm"}}}
-    assert pod_errors(containers=[ctr(env=[ref])]) == ["spec.containers[0].env[0].valueFrom.configMapKeyRef.key: Required value"]
+    assert pod_errors(containers=[ctr(env=[ref])]) == [
+        "spec.containers[0].env[0].valueFrom.configMapKeyRef.key: Required value"
+    ]
 
 
 def test_volume_mounts_refer_to_volumes() -> None:
@@ -144,17 +164,28 @@ def test_volume_mounts_refer_to_volumes() -> None:
     ok = ctr(volumeMounts=[{"name": "data", "mountPath": "/d"}])
     assert pod_errors(volumes=vols, containers=[ok]) == []
     missing = ctr(volumeMounts=[{"name": "nope", "mountPath": "/d"}])
-    assert pod_errors(volumes=vols, containers=[missing]) == ['spec.containers[0].volumeMounts[0].name: Not found: "nope"']
-    twice = ctr(volumeMounts=[{"name": "data", "mountPath": "/d"}, {"name": "data", "mountPath": "/d"}])
+    assert pod_errors(volumes=vols, containers=[missing]) == [
+        'spec.containers[0].volumeMounts[0].name: Not found: "nope"'
+    ]
+    twice = ctr(
+        volumeMounts=[{"name": "data", "mountPath": "/d"}, {"name": "data", "mountPath": "/d"}]
+    )
     assert pod_errors(volumes=vols, containers=[twice]) == [
         'spec.containers[0].volumeMounts[1].mountPath: Invalid value: "/d": must be unique'
     ]
     no_path = ctr(volumeMounts=[{"name": "data"}])
-    assert pod_errors(volumes=vols, containers=[no_path]) == ["spec.containers[0].volumeMounts[0].mountPath: Required value"]
+    assert pod_errors(volumes=vols, containers=[no_path]) == [
+        "spec.containers[0].volumeMounts[0].mountPath: Required value"
+    ]
 
 
 def test_resources() -> None:
-    good = ctr(resources={"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}})
+    good = ctr(
+        resources={
+            "requests": {"cpu": "100m", "memory": "64Mi"},
+            "limits": {"cpu": "1", "memory": "1Gi"},
+        }
+    )
     assert pod_errors(containers=[good]) == []
     over = ctr(resources={"requests": {"cpu": "2"}, "limits": {"cpu": "1"}})
     assert pod_errors(containers=[over]) == [
@@ -165,14 +196,19 @@ def test_resources() -> None:
         'spec.containers[0].resources.requests[memory]: Invalid value: "-1": must be greater than or equal to 0'
     ]
     junk = pod_errors(containers=[ctr(resources={"limits": {"cpu": "lots"}})])
-    assert junk[0].startswith('spec.containers[0].resources.limits[cpu]: Invalid value: "lots": quantities must match')
+    assert junk[0].startswith(
+        'spec.containers[0].resources.limits[cpu]: Invalid value: "lots": quantities must match'
+    )
     odd = pod_errors(containers=[ctr(resources={"limits": {"gpu": "1"}})])
-    assert odd[0] == 'spec.containers[0].resources.limits[gpu]: Invalid value: "gpu": must be a standard resource for containers'
+    assert (
+        odd[0]
+        == 'spec.containers[0].resources.limits[gpu]: Invalid value: "gpu": must be a standard resource for containers'
+    )
 
 
 def test_extended_resources_must_be_integers_and_equal() -> None:
     fractional = ctr(resources={"limits": {"example.com/gpu": "500m"}})
-    assert 'must be an integer' in pod_errors(containers=[fractional])[0]
+    assert "must be an integer" in pod_errors(containers=[fractional])[0]
     no_limit = make_pod(containers=[ctr(resources={"requests": {"example.com/gpu": "1"}})])
     no_limit["spec"]["containers"][0]["resources"].pop("limits", None)
     assert errors("", "Pod", no_limit) == [
@@ -190,7 +226,9 @@ def test_probes() -> None:
         "spec.containers[0].readinessProbe.tcpSocket: Forbidden: may not specify more than 1 handler type"
     ]
     success = ctr(livenessProbe={"tcpSocket": {"port": 80}, "successThreshold": 2})
-    assert pod_errors(containers=[success]) == ["spec.containers[0].livenessProbe.successThreshold: Invalid value: 2: must be 1"]
+    assert pod_errors(containers=[success]) == [
+        "spec.containers[0].livenessProbe.successThreshold: Invalid value: 2: must be 1"
+    ]
     negative = ctr(readinessProbe={"exec": {"command": ["true"]}, "initialDelaySeconds": -1})
     assert pod_errors(containers=[negative]) == [
         "spec.containers[0].readinessProbe.initialDelaySeconds: Invalid value: -1: must be greater than or equal to 0"
@@ -236,15 +274,25 @@ def test_volumes() -> None:
     assert pod_errors(volumes=[{"name": "a", "emptyDir": {}, "hostPath": {"path": "/x"}}]) == [
         "spec.volumes[0].hostPath: Forbidden: may not specify more than 1 volume type"
     ]
-    assert pod_errors(volumes=[{"name": "s", "secret": {}}]) == ["spec.volumes[0].secret.secretName: Required value"]
+    assert pod_errors(volumes=[{"name": "s", "secret": {}}]) == [
+        "spec.volumes[0].secret.secretName: Required value"
+    ]
     bad_mode = pod_errors(volumes=[{"name": "c", "configMap": {"name": "c", "defaultMode": 4096}}])
-    assert bad_mode == ["spec.volumes[0].configMap.defaultMode: Invalid value: 4096: must be a number between 0 and 0777 (octal), both inclusive"]
+    assert bad_mode == [
+        "spec.volumes[0].configMap.defaultMode: Invalid value: 4096: must be a number between 0 and 0777 (octal), both inclusive"
+    ]
 
 
 def test_active_deadline_and_names() -> None:
-    assert pod_errors(activeDeadlineSeconds=0) == ["spec.activeDeadlineSeconds: Invalid value: 0: must be between 1 and 2147483647, inclusive"]
-    assert pod_errors(nodeName="Node_1")[0].startswith('spec.nodeName: Invalid value: "Node_1": a lowercase RFC 1123 subdomain')
-    assert pod_errors(nodeSelector={"k": "v v"})[0].startswith('spec.nodeSelector: Invalid value: "v v"')
+    assert pod_errors(activeDeadlineSeconds=0) == [
+        "spec.activeDeadlineSeconds: Invalid value: 0: must be between 1 and 2147483647, inclusive"
+    ]
+    assert pod_errors(nodeName="Node_1")[0].startswith(
+        'spec.nodeName: Invalid value: "Node_1": a lowercase RFC 1123 subdomain'
+    )
+    assert pod_errors(nodeSelector={"k": "v v"})[0].startswith(
+        'spec.nodeSelector: Invalid value: "v v"'
+    )
 
 
 def test_tolerations() -> None:
@@ -252,9 +300,17 @@ def test_tolerations() -> None:
         'spec.tolerations[0].operator: Unsupported value: "Bogus": supported values: "Equal", "Exists"'
     ]
     no_key = pod_errors(tolerations=[{"operator": "Equal", "value": "v"}])
-    assert no_key[0].startswith('spec.tolerations[0].operator: Invalid value: "Equal": operator must be Exists when `key` is empty')
-    secs = pod_errors(tolerations=[{"key": "k", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 1}])
-    assert secs == ["spec.tolerations[0].effect: Invalid value: \"NoSchedule\": effect must be 'NoExecute' when `tolerationSeconds` is set"]
+    assert no_key[0].startswith(
+        'spec.tolerations[0].operator: Invalid value: "Equal": operator must be Exists when `key` is empty'
+    )
+    secs = pod_errors(
+        tolerations=[
+            {"key": "k", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 1}
+        ]
+    )
+    assert secs == [
+        "spec.tolerations[0].effect: Invalid value: \"NoSchedule\": effect must be 'NoExecute' when `tolerationSeconds` is set"
+    ]
 
 
 # -- pod updates -----------------------------------------------------------------------------
@@ -281,7 +337,9 @@ def test_pod_update_containers_count() -> None:
     old = make_pod()
     new = copy.deepcopy(old)
     new["spec"]["containers"].append(ctr(name="d"))
-    assert update_errors("", "Pod", new, old) == ["spec.containers: Forbidden: pod updates may not add or remove containers"]
+    assert update_errors("", "Pod", defaulted("", "Pod", new), old) == [
+        "spec.containers: Forbidden: pod updates may not add or remove containers"
+    ]
 
 
 def test_pod_update_image_cannot_be_cleared() -> None:
@@ -361,8 +419,12 @@ def test_service_port_range_and_protocol() -> None:
 
 
 def test_service_port_names() -> None:
-    assert svc_errors(ports=[{"port": 80}, {"port": 81, "name": "b"}]) == ["spec.ports[0].name: Required value"]
-    assert svc_errors(ports=[{"port": 80, "name": "a"}, {"port": 81, "name": "a"}]) == ['spec.ports[1].name: Duplicate value: "a"']
+    assert svc_errors(ports=[{"port": 80}, {"port": 81, "name": "b"}]) == [
+        "spec.ports[0].name: Required value"
+    ]
+    assert svc_errors(ports=[{"port": 80, "name": "a"}, {"port": 81, "name": "a"}]) == [
+        'spec.ports[1].name: Duplicate value: "a"'
+    ]
     dup = svc_errors(ports=[{"port": 80, "name": "a"}, {"port": 80, "name": "b"}])
     assert dup == ['spec.ports[1]: Duplicate value: {"port":80,"protocol":"TCP"}']
 
@@ -393,7 +455,9 @@ def test_service_cluster_ip_immutable() -> None:
     old = svc(clusterIP="10.0.0.5", ports=[{"port": 80}])
     new = copy.deepcopy(old)
     new["spec"]["clusterIP"] = "10.0.0.6"
-    assert update_errors("", "Service", new, old) == ['spec.clusterIPs[0]: Invalid value: ["10.0.0.6"]: may not change once set']
+    assert update_errors("", "Service", new, old) == [
+        'spec.clusterIPs[0]: Invalid value: ["10.0.0.6"]: may not change once set'
+    ]
     new["spec"]["type"] = "ExternalName"
     new["spec"]["externalName"] = "x.io"
     del new["spec"]["clusterIP"]
@@ -411,26 +475,36 @@ def test_config_map_keys() -> None:
         "'-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation "
         "is '[-._a-zA-Z0-9]+')"
     )
-    assert errors("", "ConfigMap", {"data": {"..x": "1"}}) == ['data[..x]: Invalid value: "..x": must not start with \'..\'']
+    assert errors("", "ConfigMap", {"data": {"..x": "1"}}) == [
+        "data[..x]: Invalid value: \"..x\": must not start with '..'"
+    ]
 
 
 def test_config_map_size() -> None:
     assert errors("", "ConfigMap", {"data": {"a": "x" * (1024 * 1024)}}) == []
-    assert errors("", "ConfigMap", {"data": {"a": "x" * (1024 * 1024 + 1)}}) == ["Too long: may not be more than 1048576 bytes"]
+    assert errors("", "ConfigMap", {"data": {"a": "x" * (1024 * 1024 + 1)}}) == [
+        "Too long: may not be more than 1048576 bytes"
+    ]
 
 
 def test_config_map_binary_duplicate() -> None:
     cm = {"data": {"a": "1"}, "binaryData": {"a": base64.b64encode(b"1").decode()}}
-    assert errors("", "ConfigMap", cm) == ['data[a]: Invalid value: "a": duplicate of key present in binaryData']
+    assert errors("", "ConfigMap", cm) == [
+        'data[a]: Invalid value: "a": duplicate of key present in binaryData'
+    ]
 
 
 def test_immutable_config_map() -> None:
     old = {"data": {"a": "1"}, "immutable": True}
     assert update_errors("", "ConfigMap", copy.deepcopy(old), old) == []
     changed = {"data": {"a": "2"}, "immutable": True}
-    assert update_errors("", "ConfigMap", changed, old) == ["data: Forbidden: field is immutable when `immutable` is set"]
+    assert update_errors("", "ConfigMap", changed, old) == [
+        "data: Forbidden: field is immutable when `immutable` is set"
+    ]
     unset = {"data": {"a": "1"}, "immutable": False}
-    assert update_errors("", "ConfigMap", unset, old) == ["immutable: Forbidden: field is immutable when `immutable` is set"]
+    assert update_errors("", "ConfigMap", unset, old) == [
+        "immutable: Forbidden: field is immutable when `immutable` is set"
+    ]
     mutable = {"data": {"a": "1"}}
     assert update_errors("", "ConfigMap", {"data": {"a": "2"}, "immutable": True}, mutable) == []
 
@@ -441,13 +515,19 @@ def secret(**fields: Any) -> Obj:
 
 def test_secret_data() -> None:
     assert errors("", "Secret", secret(stringData={"k": "v"})) == []
-    assert errors("", "Secret", secret(data={"bad key": "dg=="}))[0].startswith('data[bad key]: Invalid value: "bad key"')
+    assert errors("", "Secret", secret(data={"bad key": "dg=="}))[0].startswith(
+        'data[bad key]: Invalid value: "bad key"'
+    )
     big = base64.b64encode(b"x" * (1024 * 1024 + 1)).decode()
-    assert errors("", "Secret", secret(data={"a": big})) == ["data: Too long: may not be more than 1048576 bytes"]
+    assert errors("", "Secret", secret(data={"a": big})) == [
+        "data: Too long: may not be more than 1048576 bytes"
+    ]
 
 
 def test_typed_secrets_need_their_keys() -> None:
-    assert errors("", "Secret", secret(type="kubernetes.io/tls", data={"tls.crt": "eA=="})) == ["data[tls.key]: Required value"]
+    assert errors("", "Secret", secret(type="kubernetes.io/tls", data={"tls.crt": "eA=="})) == [
+        "data[tls.key]: Required value"
+    ]
     assert errors("", "Secret", secret(type="kubernetes.io/service-account-token")) == [
         "metadata.annotations[kubernetes.io/service-account.name]: Required value"
     ]
@@ -456,9 +536,13 @@ def test_typed_secrets_need_their_keys() -> None:
 def test_immutable_secret_and_type() -> None:
     old = secret(data={"a": "eA=="}, immutable=True)
     new = secret(data={"a": "eQ=="}, immutable=True)
-    assert update_errors("", "Secret", new, old) == ["data: Forbidden: field is immutable when `immutable` is set"]
+    assert update_errors("", "Secret", new, old) == [
+        "data: Forbidden: field is immutable when `immutable` is set"
+    ]
     retyped = secret(data={"a": "eA=="}, immutable=True, type="x.io/custom")
-    assert update_errors("", "Secret", retyped, old) == ['type: Invalid value: "x.io/custom": field is immutable']
+    assert update_errors("", "Secret", retyped, old) == [
+        'type: Invalid value: "x.io/custom": field is immutable'
+    ]
 
 
 # -- namespaces, nodes, volumes --------------------------------------------------------------
@@ -474,14 +558,23 @@ def test_namespace_finalizers() -> None:
 
 
 def test_node_taints_and_cidrs() -> None:
-    node = {"spec": {"taints": [{"key": "k", "effect": "NoSchedule"}], "podCIDRs": ["10.244.0.0/24"]}}
+    node = {
+        "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}], "podCIDRs": ["10.244.0.0/24"]}
+    }
     assert errors("", "Node", node) == []
     bad = {"spec": {"taints": [{"key": "k", "effect": "Maybe"}], "podCIDRs": ["x"]}}
     assert errors("", "Node", bad) == [
         'spec.taints[0].effect: Unsupported value: "Maybe": supported values: "NoSchedule", "PreferNoSchedule", "NoExecute"',
         'spec.podCIDRs[0]: Invalid value: "x": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)',
     ]
-    dup = {"spec": {"taints": [{"key": "k", "effect": "NoSchedule"}, {"key": "k", "effect": "NoSchedule", "value": "v"}]}}
+    dup = {
+        "spec": {
+            "taints": [
+                {"key": "k", "effect": "NoSchedule"},
+                {"key": "k", "effect": "NoSchedule", "value": "v"},
+            ]
+        }
+    }
     assert "taints must be unique by key and effect pair" in errors("", "Node", dup)[0]
     moved = {"spec": {"podCIDRs": ["10.244.1.0/24"]}}
     assert update_errors("", "Node", moved, node) == [
@@ -516,7 +609,9 @@ def test_pvc_update() -> None:
     modes = copy.deepcopy(old)
     modes["spec"]["accessModes"] = ["ReadWriteMany"]
     (msg,) = update_errors("", "PersistentVolumeClaim", modes, old)
-    assert msg.startswith("spec: Forbidden: spec is immutable after creation except resources.requests")
+    assert msg.startswith(
+        "spec: Forbidden: spec is immutable after creation except resources.requests"
+    )
     bound = copy.deepcopy(bind)
     bound["status"]["phase"] = "Bound"
     grown = copy.deepcopy(bound)
@@ -530,10 +625,22 @@ def test_pvc_update() -> None:
 
 
 def test_pv() -> None:
-    pv = defaulted("", "PersistentVolume", {"spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "hostPath": {"path": "/x"}}})
+    pv = defaulted(
+        "",
+        "PersistentVolume",
+        {
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "hostPath": {"path": "/x"},
+            }
+        },
+    )
     assert errors("", "PersistentVolume", pv) == []
     del pv["spec"]["hostPath"]
-    assert errors("", "PersistentVolume", pv) == ["spec: Required value: must specify a volume type"]
+    assert errors("", "PersistentVolume", pv) == [
+        "spec: Required value: must specify a volume type"
+    ]
 
 
 # -- apps ------------------------------------------------------------------------------------
@@ -576,7 +683,10 @@ def test_selector_match_expressions() -> None:
         "spec.selector.matchExpressions[0].values: Required value: must be specified when `operator` is 'In' or 'NotIn'"
     ]
     not_in = {"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["x"]}]}
-    assert "does not match" in errors("apps", "Deployment", workload("apps", "Deployment", selector=not_in))[0]
+    assert (
+        "does not match"
+        in errors("apps", "Deployment", workload("apps", "Deployment", selector=not_in))[0]
+    )
 
 
 def test_empty_selector_invalid() -> None:
@@ -595,12 +705,21 @@ def test_replicas_non_negative(kind: str) -> None:
 @pytest.mark.parametrize("kind", APPS_KINDS)
 def test_workload_pods_restart_always(kind: str) -> None:
     obj = workload("apps", kind, template=template(restartPolicy="Never"))
-    assert 'spec.template.spec.restartPolicy: Unsupported value: "Never": supported values: "Always"' in errors("apps", kind, obj)
+    assert (
+        'spec.template.spec.restartPolicy: Unsupported value: "Never": supported values: "Always"'
+        in errors("apps", kind, obj)
+    )
 
 
 def test_workload_template_pod_spec_validated() -> None:
-    obj = workload("apps", "Deployment", template={"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c"}]}})
-    assert errors("apps", "Deployment", obj) == ["spec.template.spec.containers[0].image: Required value"]
+    obj = workload(
+        "apps",
+        "Deployment",
+        template={"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c"}]}},
+    )
+    assert errors("apps", "Deployment", obj) == [
+        "spec.template.spec.containers[0].image: Required value"
+    ]
 
 
 def test_deployment_strategy() -> None:
@@ -612,9 +731,25 @@ def test_deployment_strategy() -> None:
     assert errors("apps", "Deployment", recreate) == [
         "spec.strategy.rollingUpdate: Forbidden: may not be specified when strategy `type` is 'Recreate'"
     ]
-    zeros = workload("apps", "Deployment", strategy={"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": "0%"}})
-    assert errors("apps", "Deployment", zeros) == ['spec.strategy.rollingUpdate.maxUnavailable: Invalid value: "0%": may not be 0 when `maxSurge` is 0']
-    pct = workload("apps", "Deployment", strategy={"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "20pc", "maxUnavailable": "120%"}})
+    zeros = workload(
+        "apps",
+        "Deployment",
+        strategy={
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 0, "maxUnavailable": "0%"},
+        },
+    )
+    assert errors("apps", "Deployment", zeros) == [
+        'spec.strategy.rollingUpdate.maxUnavailable: Invalid value: "0%": may not be 0 when `maxSurge` is 0'
+    ]
+    pct = workload(
+        "apps",
+        "Deployment",
+        strategy={
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": "20pc", "maxUnavailable": "120%"},
+        },
+    )
     assert errors("apps", "Deployment", pct) == [
         'spec.strategy.rollingUpdate.maxSurge: Invalid value: "20pc": a valid percent string must be a numeric string '
         "followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')",
@@ -624,7 +759,9 @@ def test_deployment_strategy() -> None:
 
 def test_progress_deadline_exceeds_min_ready() -> None:
     obj = workload("apps", "Deployment", minReadySeconds=600)
-    assert errors("apps", "Deployment", obj) == ["spec.progressDeadlineSeconds: Invalid value: 600: must be greater than minReadySeconds"]
+    assert errors("apps", "Deployment", obj) == [
+        "spec.progressDeadlineSeconds: Invalid value: 600: must be greater than minReadySeconds"
+    ]
 
 
 @pytest.mark.parametrize("kind", ["Deployment", "ReplicaSet", "DaemonSet"])
@@ -643,12 +780,35 @@ def test_selector_immutable(kind: str) -> None:
 
 
 def test_stateful_set_rules() -> None:
-    assert errors("apps", "StatefulSet", workload("apps", "StatefulSet", podManagementPolicy="Random")) == [
+    assert errors(
+        "apps", "StatefulSet", workload("apps", "StatefulSet", podManagementPolicy="Random")
+    ) == [
         "spec.podManagementPolicy: Invalid value: \"Random\": must be 'OrderedReady' or 'Parallel'"
     ]
-    on_delete = workload("apps", "StatefulSet", updateStrategy={"type": "OnDelete", "rollingUpdate": {"partition": 1}})
+    on_delete = workload(
+        "apps",
+        "StatefulSet",
+        updateStrategy={"type": "OnDelete", "rollingUpdate": {"partition": 1}},
+    )
     assert errors("apps", "StatefulSet", on_delete) == [
         "spec.updateStrategy.rollingUpdate: Invalid value: {\"partition\":1}: only allowed for updateStrategy 'RollingUpdate'"
+    ]
+
+
+def test_stateful_set_mounts_may_use_claim_templates() -> None:
+    tpl = template()
+    tpl["spec"]["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/d"}]
+    claims = [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"]}}]
+    assert (
+        errors(
+            "apps",
+            "StatefulSet",
+            workload("apps", "StatefulSet", template=tpl, volumeClaimTemplates=claims),
+        )
+        == []
+    )
+    assert errors("apps", "StatefulSet", workload("apps", "StatefulSet", template=tpl)) == [
+        'spec.template.spec.containers[0].volumeMounts[0].name: Not found: "data"'
     ]
 
 
@@ -667,16 +827,34 @@ def test_stateful_set_update() -> None:
 
 
 def test_daemon_set_rolling_update() -> None:
-    both = workload("apps", "DaemonSet", updateStrategy={"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 1}})
-    assert errors("apps", "DaemonSet", both) == ["spec.updateStrategy.rollingUpdate.maxSurge: Invalid value: 1: may not be set when maxUnavailable is non-zero"]
-    none = workload("apps", "DaemonSet", updateStrategy={"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 0}})
+    both = workload(
+        "apps",
+        "DaemonSet",
+        updateStrategy={
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 1},
+        },
+    )
+    assert errors("apps", "DaemonSet", both) == [
+        "spec.updateStrategy.rollingUpdate.maxSurge: Invalid value: 1: may not be set when maxUnavailable is non-zero"
+    ]
+    none = workload(
+        "apps",
+        "DaemonSet",
+        updateStrategy={
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 0},
+        },
+    )
     assert errors("apps", "DaemonSet", none) == [
         "spec.updateStrategy.rollingUpdate.maxUnavailable: Required value: cannot be 0 when maxSurge is 0"
     ]
 
 
 def test_replication_controller() -> None:
-    rc = defaulted("", "ReplicationController", {"metadata": {"name": "r"}, "spec": {"template": template()}})
+    rc = defaulted(
+        "", "ReplicationController", {"metadata": {"name": "r"}, "spec": {"template": template()}}
+    )
     assert errors("", "ReplicationController", rc) == []
     rc["spec"]["selector"] = {"app": "other"}
     assert errors("", "ReplicationController", rc) == [
@@ -688,7 +866,10 @@ def test_replication_controller() -> None:
 
 
 def job(**spec: Any) -> Obj:
-    base: Obj = {"selector": {"matchLabels": {"app": "x"}}, "template": template(restartPolicy="Never")}
+    base: Obj = {
+        "selector": {"matchLabels": {"app": "x"}},
+        "template": template(restartPolicy="Never"),
+    }
     base.update(spec)
     return defaulted("batch", "Job", {"metadata": {"name": "j", "namespace": "d"}, "spec": base})
 
@@ -717,7 +898,9 @@ def test_job_selector_and_modes() -> None:
     del obj["spec"]["selector"]
     assert errors("batch", "Job", obj) == ["spec.selector: Required value"]
     indexed = job(completionMode="Indexed", parallelism=2)
-    assert errors("batch", "Job", indexed) == ["spec.completions: Required value: when completion mode is Indexed"]
+    assert errors("batch", "Job", indexed) == [
+        "spec.completions: Required value: when completion mode is Indexed"
+    ]
     assert errors("batch", "Job", job(completionMode="Sparse"))[0] == (
         'spec.completionMode: Unsupported value: "Sparse": supported values: "NonIndexed", "Indexed"'
     )
@@ -728,13 +911,17 @@ def test_job_template_immutable() -> None:
     new = copy.deepcopy(old)
     new["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:2"
     (msg,) = update_errors("batch", "Job", new, old)
-    assert msg.startswith('spec.template: Invalid value: {"metadata"') and msg.endswith(": field is immutable")
+    assert msg.startswith('spec.template: Invalid value: {"metadata"') and msg.endswith(
+        ": field is immutable"
+    )
     scaled = copy.deepcopy(old)
     scaled["spec"]["parallelism"] = 4
     assert update_errors("batch", "Job", scaled, old) == []
     completions = copy.deepcopy(old)
     completions["spec"]["completions"] = 3
-    assert update_errors("batch", "Job", completions, old) == ["spec.completions: Invalid value: 3: field is immutable"]
+    assert update_errors("batch", "Job", completions, old) == [
+        "spec.completions: Invalid value: 3: field is immutable"
+    ]
 
 
 def test_suspended_job_may_change_scheduling_directives() -> None:
@@ -755,9 +942,14 @@ def test_elastic_indexed_job_completions() -> None:
 
 
 def cron(**spec: Any) -> Obj:
-    base: Obj = {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": template(restartPolicy="OnFailure")}}}
+    base: Obj = {
+        "schedule": "*/5 * * * *",
+        "jobTemplate": {"spec": {"template": template(restartPolicy="OnFailure")}},
+    }
     base.update(spec)
-    return defaulted("batch", "CronJob", {"metadata": {"name": "c", "namespace": "d"}, "spec": base})
+    return defaulted(
+        "batch", "CronJob", {"metadata": {"name": "c", "namespace": "d"}, "spec": base}
+    )
 
 
 def test_valid_cron_job() -> None:
@@ -779,7 +971,15 @@ def test_cron_schedule_required_and_parsed() -> None:
 
 @pytest.mark.parametrize(
     "schedule",
-    ["@hourly", "@every 1h30m", "0 0 * * 0", "0 0 1 jan,JUL *", "0 9-17/2 * * mon-fri", "0 0 ? * *", "5,10 * * * *"],
+    [
+        "@hourly",
+        "@every 1h30m",
+        "0 0 * * 0",
+        "0 0 1 jan,JUL *",
+        "0 9-17/2 * * mon-fri",
+        "0 0 ? * *",
+        "5,10 * * * *",
+    ],
 )
 def test_cron_accepts(schedule: str) -> None:
     parse_schedule(schedule)
@@ -811,13 +1011,22 @@ def test_cron_job_rules() -> None:
     assert errors("batch", "CronJob", always) == [
         'spec.jobTemplate.spec.template.spec.restartPolicy: Unsupported value: "Always": supported values: "OnFailure", "Never"'
     ]
-    selector = cron(jobTemplate={"spec": {"selector": {"matchLabels": {"a": "b"}}, "template": template(restartPolicy="Never")}})
+    selector = cron(
+        jobTemplate={
+            "spec": {
+                "selector": {"matchLabels": {"a": "b"}},
+                "template": template(restartPolicy="Never"),
+            }
+        }
+    )
     assert errors("batch", "CronJob", selector) == [
         'spec.jobTemplate.spec.selector: Invalid value: {"matchLabels":{"a":"b"}}: `selector` will be auto-generated'
     ]
     long_name = cron()
     long_name["metadata"]["name"] = "c" * 53
-    assert errors("batch", "CronJob", long_name) == [f'metadata.name: Invalid value: "{"c" * 53}": must be no more than 52 characters']
+    assert errors("batch", "CronJob", long_name) == [
+        f'metadata.name: Invalid value: "{"c" * 53}": must be no more than 52 characters'
+    ]
 
 
 # -- dispatch --------------------------------------------------------------------------------

@@ -39,6 +39,13 @@ def _validate_selector(spec: Obj, kind_word: str, empty_msg: str) -> Errs:
     return errs
 
 
+def _claim_names(spec: Obj) -> frozenset[str]:
+    """Volume names a StatefulSet's pods get from its ``volumeClaimTemplates``."""
+    return frozenset(
+        str(c.sub(t, "metadata").get("name")) for t in c.dicts(spec, "volumeClaimTemplates")
+    )
+
+
 def _validate_template(spec: Obj, selector_ok: bool) -> Errs:
     template = spec.get("template")
     path = _SPEC.child("template")
@@ -48,7 +55,7 @@ def _validate_template(spec: Obj, selector_ok: bool) -> Errs:
     if selector_ok:
         labels_path = path.child("metadata").child("labels")
         errs.extend(c.template_labels_match(spec.get("selector"), template, labels_path))
-    errs.extend(validate_pod_template_spec(template, path))
+    errs.extend(validate_pod_template_spec(template, path, _claim_names(spec)))
     return errs
 
 

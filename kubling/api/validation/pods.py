@@ -478,12 +478,16 @@ def _validate_deadline(spec: Obj, path: Path) -> Errs:
     return [invalid(str(path), value, c.inclusive_range_error(1, c.MAX_INT32))]
 
 
-def validate_pod_spec(spec: Any, path: Path) -> Errs:
-    """Upstream ``ValidatePodSpec`` for the checks kubling's components rely on."""
+def validate_pod_spec(spec: Any, path: Path, extra_volumes: frozenset[str] = frozenset()) -> Errs:
+    """Upstream ``ValidatePodSpec`` for the checks kubling's components rely on.
+
+    ``extra_volumes`` are names mounts may use without a ``volumes`` entry: a
+    StatefulSet's ``volumeClaimTemplates`` become volumes only when its pods are made.
+    """
     if not isinstance(spec, dict):
         return [required(str(path))]
     errs, volumes = validate_volumes(spec, path.child("volumes"))
-    errs.extend(_validate_containers(spec, path, volumes))
+    errs.extend(_validate_containers(spec, path, volumes | extra_volumes))
     errs.extend(
         c.one_of(
             spec.get("restartPolicy"), path.child("restartPolicy"), ["Always", "OnFailure", "Never"]
@@ -503,7 +507,9 @@ def validate_pod_spec(spec: Any, path: Path) -> Errs:
     return errs
 
 
-def validate_pod_template_spec(template: Any, path: Path) -> Errs:
+def validate_pod_template_spec(
+    template: Any, path: Path, extra_volumes: frozenset[str] = frozenset()
+) -> Errs:
     """A template's own labels/annotations, then its pod spec."""
     if not isinstance(template, dict):
         return [required(str(path))]
@@ -512,7 +518,7 @@ def validate_pod_template_spec(template: Any, path: Path) -> Errs:
     errs.extend(
         validate_annotations(meta.get("annotations"), path.child("metadata").child("annotations"))
     )
-    errs.extend(validate_pod_spec(template.get("spec"), path.child("spec")))
+    errs.extend(validate_pod_spec(template.get("spec"), path.child("spec"), extra_volumes))
     return errs
 
 

@@ -147,9 +147,42 @@ class CRDStrategy(Strategy):
     return_deleted_object = True
 
     def initial_status(self, obj: Object) -> None:
-        names = (obj.get("spec") or {}).get("names") or {}
         obj["status"] = {"acceptedNames": {"kind": "", "plural": ""}, "storedVersions": []}
-        del names
+
+
+_JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
+_JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+
+
+class JobStrategy(Strategy):
+    """Jobs select their own pods by uid unless ``manualSelector`` says otherwise."""
+
+    def validate(self, obj: Object) -> list[field.FieldError]:
+        if not (obj.get("spec") or {}).get("manualSelector"):
+            _generate_job_selector(obj)
+        return super().validate(obj)
+
+
+def _generate_job_selector(job: Object) -> None:
+    """Upstream's generated selector: the Job's uid, also stamped on the pod template with
+    the Job's name (both the ``batch.kubernetes.io/`` labels and the legacy short ones)."""
+    md = job["metadata"]
+    uid, name = md.get("uid", ""), md.get("name", "")
+    spec = job.setdefault("spec", {})
+    if not isinstance(spec, dict):
+        return
+    template = spec.setdefault("template", {})
+    if not isinstance(template, dict):
+        return
+    tmeta = template.setdefault("metadata", {})
+    labels = tmeta.get("labels")
+    if not isinstance(labels, dict):
+        labels = {}
+        tmeta["labels"] = labels
+    labels.update({_JOB_UID_LABEL: uid, _JOB_NAME_LABEL: name, "controller-uid": uid,
+                   "job-name": name})
+    if not spec.get("selector"):
+        spec["selector"] = {"matchLabels": {_JOB_UID_LABEL: uid}}
 
 
 _STRATEGIES: dict[tuple[str, str], type[Strategy]] = {
@@ -157,6 +190,7 @@ _STRATEGIES: dict[tuple[str, str], type[Strategy]] = {
     ("", "Namespace"): NamespaceStrategy,
     ("", "Secret"): SecretStrategy,
     ("", "Service"): ServiceStrategy,
+    ("batch", "Job"): JobStrategy,
     ("apiextensions.k8s.io", "CustomResourceDefinition"): CRDStrategy,
 }
 

@@ -163,7 +163,8 @@ def make_filter(store: Store, namespace: str, opts: ListOptions) -> Filter:
         label_sel = labels.parse(opts.label_selector) if opts.label_selector else None
         field_sel = fields.parse(opts.field_selector) if opts.field_selector else None
         if field_sel is not None:
-            fields.validate_for(store.rt.group, store.rt.kind, field_sel)
+            # Aliases (events.k8s.io's regarding.*) become the stored object's field names.
+            field_sel = fields.convert_for(store.rt.group, store.rt.kind, field_sel)
     except labels.SelectorError as err:
         raise errors.bad_request(str(err)) from None
     except fields.SelectorError as err:

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from kubling import storage
-from kubling.api import meta
+from kubling.api import conversion, meta
 from kubling.api.meta import Object
 from kubling.api.resources import ResourceType
 from kubling.apiserver import errors, watchcache
@@ -88,6 +88,30 @@ class Store:
         self.backend = backend
         self.cache = cache
         self._namespace_state = namespace_state
+        #: Objects of this version are stored converted to another one (see conversion.py).
+        self.converts = bool(rt.storage_version) and rt.storage_version != rt.api_version
+
+    # -- the stored form ------------------------------------------------------------------
+    def encode(self, obj: Object) -> bytes:
+        if self.converts:
+            obj = conversion.convert(obj, self.rt.kind, self.rt.storage_version)
+        return encode(obj)
+
+    def load(self, kv: storage.KeyValue) -> Object:
+        """A stored value as an object of this store's version, with its resourceVersion."""
+        return self.present(watchcache.decode(kv))
+
+    def present(self, cached: watchcache.CachedObject) -> Object:
+        """A cached object in this store's version (shared when no conversion: read only)."""
+        if self.converts:
+            return conversion.convert(cached.copy(), self.rt.kind, self.rt.api_version)
+        return cached.obj
+
+    def present_json(self, cached: watchcache.CachedObject) -> bytes:
+        """The JSON of a cached object in this store's version; shared bytes if possible."""
+        if self.converts:
+            return orjson.dumps(self.present(cached))
+        return cached.json
 
     # -- keys and errors ------------------------------------------------------------------
     def key(self, namespace: str, name: str) -> str:
@@ -115,7 +139,7 @@ class Store:
         kv = await self.backend.get(self.key(namespace, name))
         if kv is None:
             raise self.not_found(name)
-        return watchcache.decode(kv).obj
+        return self.load(kv)
 
     # -- create ---------------------------------------------------------------------------
     async def create(self, obj: Object, *, namespace: str, dry_run: bool = False) -> Object:
@@ -140,7 +164,7 @@ class Store:
             return obj
         for attempt in range(_GENERATE_ATTEMPTS):
             try:
-                kv = await self.backend.create(self.key(namespace, md["name"]), encode(obj))
+                kv = await self.backend.create(self.key(namespace, md["name"]), self.encode(obj))
             except storage.KeyExistsError:
                 if generate and attempt + 1 < _GENERATE_ATTEMPTS:
                     md["name"] = self._generated_name(md["generateName"])
@@ -247,7 +271,7 @@ class Store:
         for _ in range(_UPDATE_ATTEMPTS):
             if kv is None:
                 raise self.not_found(name)
-            old = watchcache.decode(kv).obj
+            old = self.load(kv)
             new = await transform(orjson.loads(orjson.dumps(old)))
             new_md = meta.metadata(new)
             wanted = expected_rv or str(new_md.get("resourceVersion") or "")
@@ -274,7 +298,7 @@ class Store:
                 return new
             try:
                 stored = await self.backend.update(
-                    key, encode(new), expected_revision=kv.mod_revision
+                    key, self.encode(new), expected_revision=kv.mod_revision
                 )
             except storage.ConflictError as err:
                 if wanted:
@@ -314,7 +338,7 @@ class Store:
             kv = await self.backend.get(key)
             if kv is None:
                 raise self.not_found(name)
-            obj = watchcache.decode(kv).obj
+            obj = self.load(kv)
             self._check_preconditions(obj, name, options.preconditions)
             md = obj["metadata"]
             grace = self.strategy.grace_period(obj, options.grace_period_seconds)
@@ -326,7 +350,7 @@ class Store:
                     return DeleteResult(marked, False)
                 try:
                     stored = await self.backend.update(
-                        key, encode(marked), expected_revision=kv.mod_revision
+                        key, self.encode(marked), expected_revision=kv.mod_revision
                     )
                 except storage.ConflictError:
                     continue

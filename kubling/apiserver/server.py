@@ -20,15 +20,20 @@ from pathlib import Path
 from aiohttp import web
 
 from kubling import storage
-from kubling.api import meta
 from kubling.api.resources import Catalogue
-from kubling.apiserver import app, authn, authz, errors, health, kubeconfig, pki, watchcache
+from kubling.apiserver import (
+    app,
+    authn,
+    authz,
+    bootstrap,
+    health,
+    kubeconfig,
+    pki,
+    watchcache,
+)
 from kubling.apiserver.registry.registry import Registry
 
 log = logging.getLogger("kubling.apiserver")
-
-#: Namespaces every cluster has from its first start.
-SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 PhaseCallback = Callable[[str, float], None]
 
@@ -116,22 +121,10 @@ class APIServer:
         await self._phase("https", t)
 
     async def _bootstrap(self) -> None:
-        """Create the system namespaces a cluster always has (idempotent)."""
         assert self.registry is not None
-        rt = self.registry.catalogue.lookup("", "v1", "namespaces")
-        assert rt is not None
-        store = self.registry.store(rt)
-        for name in SYSTEM_NAMESPACES:
-            if await self.backend.get(store.key("", name)) is not None:  # type: ignore[union-attr]
-                continue
-            obj: meta.Object = {"apiVersion": "v1", "kind": "Namespace",
-                                "metadata": {"name": name}}
-            store.strategy.default(obj)
-            try:
-                await store.create(obj, namespace="")
-            except errors.APIError as err:
-                if err.code != 409:  # another server created it first: fine
-                    raise
+        address = self.config.node_addresses[0] if self.config.node_addresses else "127.0.0.1"
+        await bootstrap.ensure(self.registry, service_ip=self.config.first_service_ip,
+                               address=address, port=self.config.https_port)
 
     def _checks(self) -> health.HealthChecks:
         checks = health.HealthChecks()

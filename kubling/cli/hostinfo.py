@@ -65,3 +65,16 @@ def process_name(pid: int) -> str:
     return " ".join(parts[:3]) or "?"
 
 
+
+
+def process_age() -> float:
+    """Seconds since this process started (imports included), from /proc."""
+    try:
+        with open("/proc/self/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    return max(0.0, uptime - int(fields[19]) / ticks)

@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -127,7 +126,6 @@ def _run(config: server.ServerConfig, *, write_kubeconfig: str, mode: int) -> in
 
 
 async def _serve(config: server.ServerConfig, write_kubeconfig: str, mode: int) -> int:
-    started = time.monotonic()
     api = server.APIServer(config, on_phase=_print_phase)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -152,7 +150,7 @@ async def _serve(config: server.ServerConfig, write_kubeconfig: str, mode: int) 
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(config.kubeconfig_path, target)
         os.chmod(target, mode)
-    elapsed = time.monotonic() - started
+    elapsed = hostinfo.process_age()
     print(f"kubling is ready in {elapsed:.1f}s — export KUBECONFIG={config.kubeconfig_path}",
           file=sys.stderr, flush=True)
     await stop.wait()

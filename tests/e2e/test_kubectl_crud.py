@@ -26,6 +26,11 @@ def test_version_and_system_namespaces(kubling: KublingServer) -> None:
     for ns in ("namespace/default", "namespace/kube-system", "namespace/kube-public",
                "namespace/kube-node-lease"):
         assert ns in names
+    svc = kubling.kubectl_yaml("get", "service", "kubernetes", "-n", "default")
+    assert svc["spec"]["clusterIP"] == "10.43.0.1"
+    assert svc["spec"]["ports"][0]["port"] == 443
+    slice_ = kubling.kubectl_yaml("get", "endpointslice", "kubernetes", "-n", "default")
+    assert slice_["ports"][0]["port"] == kubling.port
 
 
 def test_api_resources_short_names_and_categories(kubling: KublingServer) -> None:

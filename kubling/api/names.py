@@ -275,10 +275,11 @@ def validate_annotations(annotations: Any, path: Path) -> list[FieldError]:
     return errs
 
 
-def validate_finalizer_name(name: str, path: Path) -> list[FieldError]:
-    """Qualified names; a bare name must be one of the built-in finalizers."""
+def validate_finalizer_name(name: str, path: Path, *, kube: bool = True) -> list[FieldError]:
+    """Qualified names; for built-in kinds (``kube``) a bare name must also be one of the
+    standard finalizers (core validation's rule; CRDs and custom resources skip it)."""
     errs = [invalid(str(path), name, msg) for msg in is_qualified_name(name)]
-    if not errs and "/" not in name and name not in _STANDARD_FINALIZERS:
+    if kube and not errs and "/" not in name and name not in _STANDARD_FINALIZERS:
         errs.append(
             invalid(
                 str(path),
@@ -289,12 +290,12 @@ def validate_finalizer_name(name: str, path: Path) -> list[FieldError]:
     return errs
 
 
-def validate_finalizers(finalizers: Any, path: Path) -> list[FieldError]:
+def validate_finalizers(finalizers: Any, path: Path, *, kube: bool = True) -> list[FieldError]:
     if not isinstance(finalizers, list):
         return [] if finalizers is None else [invalid(str(path), finalizers, "must be a list")]
     errs: list[FieldError] = []
     for name in finalizers:
-        errs.extend(validate_finalizer_name(str(name), path))
+        errs.extend(validate_finalizer_name(str(name), path, kube=kube))
     if "orphan" in finalizers and "foregroundDeletion" in finalizers:
         errs.append(
             invalid(
@@ -381,7 +382,11 @@ def _validate_counters(meta: dict[str, Any]) -> list[FieldError]:
 
 
 def validate_object_meta(
-    obj: dict[str, Any], *, namespaced: bool, name_rule: NameRule = DEFAULT_NAME_RULE
+    obj: dict[str, Any],
+    *,
+    namespaced: bool,
+    name_rule: NameRule = DEFAULT_NAME_RULE,
+    kube_finalizers: bool = True,
 ) -> list[FieldError]:
     """Upstream ``ValidateObjectMeta``: the checks every kind shares, under ``metadata``.
 
@@ -399,7 +404,9 @@ def validate_object_meta(
     errs.extend(
         validate_owner_references(meta.get("ownerReferences"), _META.child("ownerReferences"))
     )
-    errs.extend(validate_finalizers(meta.get("finalizers"), _META.child("finalizers")))
+    errs.extend(
+        validate_finalizers(meta.get("finalizers"), _META.child("finalizers"), kube=kube_finalizers)
+    )
     return errs
 
 

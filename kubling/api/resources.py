@@ -9,7 +9,7 @@ real cluster. A new built-in kind is one line here plus one strategy.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 #: The verbs a normal resource supports, in upstream's discovery order.
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
@@ -385,6 +385,7 @@ class Catalogue:
         self._types: list[ResourceType] = []
         self._by_gvr: dict[tuple[str, str, str], ResourceType] = {}
         self._by_gvk: dict[tuple[str, str, str], ResourceType] = {}
+        self._listeners: list[Callable[[], None]] = []
         for rt in types:
             self.add(rt)
 
@@ -392,6 +393,25 @@ class Catalogue:
         self._types.append(rt)
         self._by_gvr[(rt.group, rt.version, rt.plural)] = rt
         self._by_gvk[(rt.group, rt.version, rt.kind)] = rt
+        self._changed()
+
+    def remove(self, rt: ResourceType) -> None:
+        """Stop serving ``rt`` (a custom resource whose CRD went away or changed)."""
+        if rt in self._types:
+            self._types.remove(rt)
+        if self._by_gvr.get((rt.group, rt.version, rt.plural)) == rt:
+            del self._by_gvr[(rt.group, rt.version, rt.plural)]
+        if self._by_gvk.get((rt.group, rt.version, rt.kind)) == rt:
+            del self._by_gvk[(rt.group, rt.version, rt.kind)]
+        self._changed()
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever the set of served types changes (discovery, OpenAPI)."""
+        self._listeners.append(callback)
+
+    def _changed(self) -> None:
+        for callback in self._listeners:
+            callback()
 
     def __iter__(self) -> Iterator[ResourceType]:
         return iter(self._types)

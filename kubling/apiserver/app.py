@@ -66,13 +66,16 @@ class APIServerApp:
         authenticator: authn.Authenticator,
         authorizer: authz.Authorizer,
         checks: health.HealthChecks,
+        custom_schema: openapi.CustomSchema | None = None,
     ) -> None:
         self.registry = registry
         self.authenticator = authenticator
         self.authorizer = authorizer
         self.checks = checks
         self.discovery = discovery.Discovery(registry.catalogue)
-        self.openapi = openapi.OpenAPIDocuments(registry.catalogue)
+        self.openapi = openapi.OpenAPIDocuments(registry.catalogue, custom_schema)
+        registry.catalogue.on_change(self.discovery.invalidate)
+        registry.catalogue.on_change(self.openapi.invalidate)
         self.handlers = subresources.APIHandlers(registry)
 
     def build(self) -> web.Application:

@@ -23,6 +23,7 @@ from kubling.apiserver import errors, negotiation, watchcache
 from kubling.apiserver.registry import listing
 from kubling.apiserver.registry.registry import Registry
 from kubling.apiserver.registry.store import DeleteOptions, Preconditions, Store
+from kubling.apiserver.registry.strategy import Strategy
 from kubling.apiserver.requestinfo import RequestInfo
 
 #: Upstream's default watch duration is randomised in [minRequestTimeout, 2x) = 30-60 min.
@@ -76,6 +77,10 @@ class ResourceHandlers:
     async def handle(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
         rt = self.registry.catalogue.lookup(info.group, info.version, info.resource)
         if rt is None:
+            # A CRD acknowledged a moment ago may not have reached the catalogue yet.
+            await self.registry.caches.wait_fresh()
+            rt = self.registry.catalogue.lookup(info.group, info.version, info.resource)
+        if rt is None:
             raise errors.path_not_found()
         if info.namespace and not rt.namespaced and info.resource != "namespaces":
             raise errors.path_not_found()
@@ -121,19 +126,20 @@ class ResourceHandlers:
         return body
 
     async def _read_object(
-        self, request: web.Request, rt: ResourceType, *, kind: str = "", api_version: str = ""
+        self, request: web.Request, rt: ResourceType, strategy: Strategy | None = None
     ) -> tuple[Object, list[str]]:
         """Decode a body into an object of the endpoint's kind; return it and warnings."""
         content_type = request.headers.get("Content-Type", negotiation.JSON)
         media = negotiation.parse_media_type(content_type).type
-        if media not in (negotiation.JSON, negotiation.YAML, "", "application/x-yaml"):
+        if media not in (negotiation.JSON, negotiation.YAML, "", "application/x-yaml",
+                         negotiation.PROTOBUF):
             raise errors.unsupported_media_type()
         body = await self._read_body(request)
         if not body.strip():
             raise errors.bad_request("the body of the request was empty")
         obj = negotiation.decode_body(body, content_type)
-        kind = kind or rt.kind
-        api_version = api_version or rt.api_version
+        kind = rt.kind
+        api_version = rt.api_version
         if not isinstance(obj, dict):
             raise errors.bad_request(
                 f"{kind} in version \"{rt.version}\" cannot be handled as a {kind}: "
@@ -153,11 +159,11 @@ class ResourceHandlers:
             )
         obj["kind"] = kind
         obj["apiVersion"] = api_version
-        warnings = self._check_schema(request, obj, api_version, kind)
+        warnings = self._check_schema(request, strategy or Strategy(rt), obj)
         return obj, warnings
 
     @staticmethod
-    def _check_schema(request: web.Request, obj: Object, api_version: str, kind: str) -> list[str]:
+    def _check_schema(request: web.Request, strategy: Strategy, obj: Object) -> list[str]:
         """Type errors are 400s (as upstream's decoder); unknown fields follow
         ``fieldValidation``: Strict rejects, Warn (the default) warns, Ignore ignores."""
         mode = request.query.get("fieldValidation", "Warn")
@@ -166,14 +172,16 @@ class ResourceHandlers:
                 f"fieldValidation parameter unsupported: {mode}. Valid values are Strict, Warn, "
                 "Ignore"
             )
-        group, version = meta.split_api_version(api_version)
-        problems = schema.check(obj, group, version, kind)
-        if not problems:
-            return []
-        message = schema.decode_error_message(kind, version, problems, strict=mode == "Strict")
-        if message is not None:
-            raise errors.bad_request(message)
-        return schema.unknown_field_warnings(problems) if mode == "Warn" else []
+        decode_error, unknown = strategy.check_decode(obj)
+        if decode_error is not None:
+            raise errors.bad_request(decode_error)
+        if unknown and mode == "Strict":
+            rt = strategy.rt
+            raise errors.bad_request(
+                f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+                "strict decoding error: " + ", ".join(unknown)
+            )
+        return unknown if mode == "Warn" else []
 
     def _respond(self, request: web.Request, rt: ResourceType, obj: Object, status: int,
                  warnings: list[str] | None = None) -> web.Response:
@@ -225,7 +233,7 @@ class ResourceHandlers:
                       store: Store, namespace: str) -> web.StreamResponse:
         if info.name:
             raise errors.method_not_supported(rt.group, rt.plural, "create")
-        obj, warnings = await self._read_object(request, rt)
+        obj, warnings = await self._read_object(request, rt, store.strategy)
         if rt.namespaced:
             body_ns = meta.namespace_of(obj)
             if body_ns and body_ns != namespace:
@@ -241,7 +249,7 @@ class ResourceHandlers:
 
     async def _update(self, request: web.Request, info: RequestInfo, rt: ResourceType,
                       store: Store, namespace: str) -> web.StreamResponse:
-        obj, warnings = await self._read_object(request, rt)
+        obj, warnings = await self._read_object(request, rt, store.strategy)
         self._check_namespace(rt, obj, namespace)
         store.strategy.default(obj)
         updated, created = await store.update(
@@ -260,7 +268,7 @@ class ResourceHandlers:
 
     async def _patch(self, request: web.Request, info: RequestInfo, rt: ResourceType,
                      store: Store, namespace: str) -> web.StreamResponse:
-        transform, warnings = await self._patch_transform(request, rt, rt.kind, rt.api_version)
+        transform, warnings = await self._patch_transform(request, rt, store.strategy)
 
         async def apply(current: Object) -> Object:
             patched = transform(current)
@@ -274,7 +282,7 @@ class ResourceHandlers:
         return self._respond(request, rt, updated, 200, warnings)
 
     async def _patch_transform(
-        self, request: web.Request, rt: ResourceType, kind: str, api_version: str
+        self, request: web.Request, rt: ResourceType, strategy: Strategy | None = None
     ) -> tuple[Callable[[Object], Object], list[str]]:
         """Decode a PATCH body into a function from the current object to the patched one."""
         media = negotiation.parse_media_type(request.headers.get("Content-Type", "")).type
@@ -291,12 +299,21 @@ class ResourceHandlers:
                 "server-side apply is not supported by this server yet; use client-side "
                 "kubectl apply",
             )
+        kind, api_version = rt.kind, rt.api_version
+        definition = schema.definition_for(rt.group, rt.version, kind)
+        if media == negotiation.STRATEGIC_MERGE_PATCH and definition is None:
+            # Custom resources have no patch strategies: upstream refuses, clients fall back.
+            raise errors.APIError(
+                415, "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types "
+                "include: application/json-patch+json, application/merge-patch+json, "
+                "application/apply-patch+yaml",
+            )
         body = await self._read_body(request)
         document = negotiation.decode_body(body, negotiation.JSON)
-        group, version = meta.split_api_version(api_version)
-        definition = schema.definition_for(group, version, kind)
         warnings: list[str] = []
-        self._check_schema(request, {}, api_version, kind)  # reject a bad fieldValidation now
+        strategy = strategy or Strategy(rt)
+        self._check_schema(request, strategy, {})  # reject a bad fieldValidation now
 
         def transform(current: Object) -> Object:
             try:
@@ -316,7 +333,7 @@ class ResourceHandlers:
                     f"the patch changes apiVersion/kind: {result.get('apiVersion')}/"
                     f"{result.get('kind')}"
                 )
-            warnings[:] = self._check_schema(request, patched, api_version, kind)
+            warnings[:] = self._check_schema(request, strategy, patched)
             return patched
 
         return transform, warnings

@@ -31,6 +31,7 @@ from kubling.apiserver import (
     pki,
     watchcache,
 )
+from kubling.apiserver.registry import customresources
 from kubling.apiserver.registry.registry import Registry
 
 log = logging.getLogger("kubling.apiserver")
@@ -70,6 +71,7 @@ class APIServer:
         self.backend: storage.Backend | None = None
         self.caches: watchcache.CacheSet | None = None
         self.registry: Registry | None = None
+        self.crds: customresources.CustomResourceDefinitions | None = None
         self.pki: pki.ClusterPKI | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -105,6 +107,12 @@ class APIServer:
         self.caches = watchcache.CacheSet(self.backend)
         await self.caches.start()
         self.registry = Registry(Catalogue(), self.backend, self.caches)
+        self.crds = customresources.CustomResourceDefinitions(self.registry.catalogue,
+                                                              self.registry)
+        crd_type = self.registry.catalogue.lookup(
+            "apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        assert crd_type is not None
+        self.crds.start(self.caches.cache(crd_type.storage_prefix))
         await self._phase("watch cache", t)
 
         t = time.monotonic()
@@ -156,8 +164,10 @@ class APIServer:
 
     async def _serve(self) -> None:
         assert self.registry is not None and self.pki is not None
+        assert self.crds is not None
         application = app.APIServerApp(
             self.registry,
+            custom_schema=self.crds.schema_for,
             authenticator=authn.Authenticator(),
             authorizer=authz.AllowAuthenticated(),
             checks=self._checks(),
@@ -178,6 +188,8 @@ class APIServer:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.crds is not None:
+            await self.crds.stop()
         if self.caches is not None:
             await self.caches.stop()
         if self._runner is not None:

@@ -72,12 +72,12 @@ class APIHandlers(ResourceHandlers):
         if info.verb == "get":
             return self._respond(request, rt, await store.get(namespace, info.name), 200)
         if info.verb == "update":
-            obj, warnings = await self._read_object(request, rt)
+            obj, warnings = await self._read_object(request, rt, store.strategy)
             self._check_namespace(rt, obj, namespace)
             updated, _ = await store.update(namespace, info.name, obj, strategy=strategy,
                                             dry_run=_dry_run(request.query))
             return self._respond(request, rt, updated, 200, warnings)
-        transform, warnings = await self._patch_transform(request, rt, rt.kind, rt.api_version)
+        transform, warnings = await self._patch_transform(request, rt, store.strategy)
 
         async def apply(current: Object) -> Object:
             patched: Object = transform(current)
@@ -96,8 +96,7 @@ class APIHandlers(ResourceHandlers):
             scale, _ = await self._read_object(request, scale_rt)
             transform = None
         else:
-            transform, _ = await self._patch_transform(request, scale_rt, "Scale",
-                                                       "autoscaling/v1")
+            transform, _ = await self._patch_transform(request, scale_rt)
 
         def new_scale(current: Object) -> Object:
             if transform is None:

@@ -118,6 +118,8 @@ class ResourceCache:
         #: Watches may resume from any revision >= this one.
         self.oldest_revision = 0
         self.watchers: set[Watcher] = set()
+        #: In-process observers (the CRD registry): called synchronously for every event.
+        self.listeners: list[Callable[[WatchEvent], None]] = []
 
     def snapshot(self, namespace: str = "") -> Iterator[CachedObject]:
         """Current objects (of one namespace when given), in key order."""
@@ -148,6 +150,11 @@ class ResourceCache:
             self.oldest_revision = dropped.revision
         for watcher in self.watchers:
             watcher.offer(event)
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("watch cache listener failed on %s", event.obj.key)
 
     def events_after(self, revision: int) -> list[WatchEvent]:
         """Recorded events newer than ``revision`` (caller checked ``oldest_revision``)."""

@@ -13,6 +13,7 @@ from typing import Any
 from kubling.api import field
 from kubling.api.meta import Object
 from kubling.api.resources import ResourceType
+from kubling.apiserver.registry.customresources import CRDStrategy
 from kubling.apiserver.registry.strategy import Strategy
 
 _TERMINAL_PHASES = ("Succeeded", "Failed")
@@ -141,13 +142,6 @@ class ServiceStrategy(Strategy):
 
     def initial_status(self, obj: Object) -> None:
         obj["status"] = {"loadBalancer": {}}
-
-
-class CRDStrategy(Strategy):
-    return_deleted_object = True
-
-    def initial_status(self, obj: Object) -> None:
-        obj["status"] = {"acceptedNames": {"kind": "", "plural": ""}, "storedVersions": []}
 
 
 _JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"

@@ -25,6 +25,17 @@ class Registry:
         self._stores: dict[tuple[str, str, str], Store] = {}
         self._status: dict[tuple[str, str, str], Strategy] = {}
         self._namespaces = catalogue.lookup("", "v1", "namespaces")
+        self._overrides: dict[tuple[str, str, str], Strategy] = {}
+
+    def set_strategy(self, rt: ResourceType, strategy: Strategy | None) -> None:
+        """Serve ``rt`` with ``strategy`` (custom resources); None returns to the default."""
+        key = (rt.group, rt.version, rt.plural)
+        if strategy is None:
+            self._overrides.pop(key, None)
+        else:
+            self._overrides[key] = strategy
+        self._stores.pop(key, None)
+        self._status.pop(key, None)
 
     def store(self, rt: ResourceType) -> Store:
         key = (rt.group, rt.version, rt.plural)
@@ -32,7 +43,7 @@ class Registry:
         if store is None:
             store = Store(
                 rt,
-                kinds.strategy_for(rt),
+                self._overrides.get(key) or kinds.strategy_for(rt),
                 self.backend,
                 self.caches.cache(rt.storage_prefix),
                 namespace_state=self._namespace_state,

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from kubling import storage
-from kubling.api import conversion, meta
+from kubling.api import meta
 from kubling.api.meta import Object
 from kubling.api.resources import ResourceType
 from kubling.apiserver import errors, watchcache
@@ -94,7 +94,7 @@ class Store:
     # -- the stored form ------------------------------------------------------------------
     def encode(self, obj: Object) -> bytes:
         if self.converts:
-            obj = conversion.convert(obj, self.rt.kind, self.rt.storage_version)
+            obj = self.strategy.convert(obj, self.rt.storage_version)
         return encode(obj)
 
     def load(self, kv: storage.KeyValue) -> Object:
@@ -104,7 +104,7 @@ class Store:
     def present(self, cached: watchcache.CachedObject) -> Object:
         """A cached object in this store's version (shared when no conversion: read only)."""
         if self.converts:
-            return conversion.convert(cached.copy(), self.rt.kind, self.rt.api_version)
+            return self.strategy.convert(cached.copy(), self.rt.api_version)
         return cached.obj
 
     def present_json(self, cached: watchcache.CachedObject) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kubling.api import defaults, field, names, validation
+from kubling.api import conversion, defaults, field, names, schema, validation
 from kubling.api.meta import Object
 from kubling.api.resources import ResourceType
 
@@ -58,6 +58,23 @@ class Strategy:
         self.tracks_generation = (rt.group, rt.kind) in _GENERATION_KINDS
         self.name_rule = names.name_rule_for(rt.group, rt.kind)
 
+    # -- decoding -------------------------------------------------------------------------
+    def check_decode(self, obj: Object) -> tuple[str | None, list[str]]:
+        """A decode error (wrong types: a 400), and the unknown fields found.
+
+        Built-in kinds are checked against the upstream schema; unknown fields are left in
+        place here and dropped by the stored form's encoding of known fields only.
+        """
+        problems = schema.check(obj, self.rt.group, self.rt.version, self.rt.kind)
+        if not problems:
+            return None, []
+        message = schema.decode_error_message(self.rt.kind, self.rt.version, problems)
+        return message, schema.unknown_field_warnings(problems)
+
+    def convert(self, obj: Object, api_version: str) -> Object:
+        """``obj`` in another served version of the same resource."""
+        return conversion.convert(obj, self.rt.kind, api_version)
+
     # -- create ---------------------------------------------------------------------------
     def default(self, obj: Object) -> None:
         """Fill upstream defaults; runs on every decoded body, as upstream's decoder does."""
@@ -76,9 +93,13 @@ class Strategy:
     def initial_status(self, obj: Object) -> None:
         """The status a new object starts with (empty unless the kind says otherwise)."""
 
+    #: Core validation's stricter finalizer names (apiextensions kinds use the generic rule).
+    kube_finalizers = True
+
     def validate(self, obj: Object) -> list[field.FieldError]:
         errors = names.validate_object_meta(
-            obj, namespaced=self.rt.namespaced, name_rule=self.name_rule
+            obj, namespaced=self.rt.namespaced, name_rule=self.name_rule,
+            kube_finalizers=self.kube_finalizers,
         )
         errors.extend(validation.validate(self.rt.group, self.rt.kind, obj))
         return errors
@@ -105,7 +126,8 @@ class Strategy:
 
     def validate_update(self, new: Object, old: Object) -> list[field.FieldError]:
         errors = names.validate_object_meta(
-            new, namespaced=self.rt.namespaced, name_rule=self.name_rule
+            new, namespaced=self.rt.namespaced, name_rule=self.name_rule,
+            kube_finalizers=self.kube_finalizers,
         )
         errors.extend(names.validate_object_meta_update(new, old))
         errors.extend(validation.validate(self.rt.group, self.rt.kind, new))

@@ -1,0 +1,121 @@
+"""CustomResourceDefinitions: their resources are served, validated, explained, deleted."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.server_fixture import KublingServer
+
+CRD = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.{group}
+spec:
+  group: {group}
+  names: {{kind: Widget, plural: widgets, shortNames: [wd], categories: [all]}}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {{status: {{}}}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [size]
+            properties:
+              size: {{type: integer, minimum: 1, maximum: 10}}
+              color: {{type: string, enum: [red, blue], default: red}}
+              labels: {{type: object, additionalProperties: {{type: string}}}}
+          status:
+            type: object
+            properties:
+              ready: {{type: boolean}}
+  - name: v1beta1
+    served: true
+    storage: false
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+"""
+
+
+def _setup(kubling: KublingServer) -> tuple[str, str]:
+    group = f"g{uuid.uuid4().hex[:6]}.example.com"
+    ns = "crd-" + uuid.uuid4().hex[:6]
+    kubling.kubectl(
+        "apply", "-f", "-", input=f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n")
+    kubling.kubectl("apply", "-f", "-", input=CRD.format(group=group))
+    return group, ns
+
+
+def test_crd_serves_validates_and_defaults(kubling: KublingServer) -> None:
+    group, ns = _setup(kubling)
+    crd = kubling.kubectl_yaml("get", "crd", f"widgets.{group}")
+    conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
+    assert conditions["Established"] == "True" and conditions["NamesAccepted"] == "True"
+    assert crd["status"]["storedVersions"] == ["v1"]
+    widget = f"apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: w1}}\nspec: {{size: 3}}\n"
+    kubling.kubectl("apply", "-n", ns, "-f", "-", input=widget)
+    got = kubling.kubectl_yaml("get", f"widgets.{group}", "w1", "-n", ns)
+    assert got["spec"] == {"size": 3, "color": "red"}  # defaulted from the schema
+    assert got["metadata"]["generation"] == 1
+    names = kubling.kubectl("get", "wd", "-n", ns, "-o", "name").stdout.split()
+    assert names == [f"widget.{group}/w1"]
+    # the same object through the other served version
+    beta = kubling.kubectl_yaml("get", f"widgets.v1beta1.{group}", "w1", "-n", ns)
+    assert beta["apiVersion"] == f"{group}/v1beta1" and beta["spec"]["size"] == 3
+
+
+def test_crd_schema_errors_are_upstream_worded(kubling: KublingServer) -> None:
+    group, ns = _setup(kubling)
+    too_big = f"apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: w2}}\nspec: {{size: 30}}\n"
+    result = kubling.kubectl("apply", "-n", ns, "-f", "-", input=too_big, check=False)
+    assert result.returncode == 1
+    assert ("spec.size: Invalid value: 30: spec.size in body should be less than or equal "
+            "to 10") in result.stderr
+    wrong = too_big.replace("size: 30", "size: 3, color: green")
+    result = kubling.kubectl("apply", "-n", ns, "-f", "-", input=wrong, check=False)
+    assert 'spec.color: Unsupported value: "green": supported values: "red", "blue"' in (
+        result.stderr)
+    missing = too_big.replace("{size: 30}", "{color: red}")
+    result = kubling.kubectl("apply", "-n", ns, "-f", "-", input=missing, check=False)
+    assert "spec.size: Required value" in result.stderr
+    unknown = too_big.replace("size: 30", "size: 3, extra: 1")
+    result = kubling.kubectl("apply", "-n", ns, "-f", "-", input=unknown, check=False)
+    assert 'strict decoding error: unknown field "spec.extra"' in result.stderr
+    # without strict validation the unknown field is pruned, as upstream
+    kubling.kubectl("apply", "--validate=false", "-n", ns, "-f", "-", input=unknown)
+    got = kubling.kubectl_yaml("get", f"widgets.{group}", "w2", "-n", ns)
+    assert "extra" not in got["spec"]
+
+
+def test_crd_status_subresource_and_explain(kubling: KublingServer) -> None:
+    group, ns = _setup(kubling)
+    kubling.kubectl("apply", "-n", ns, "-f", "-", input=(
+        f"apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: w3}}\n"
+        "spec: {size: 2}\nstatus: {ready: true}\n"))
+    got = kubling.kubectl_yaml("get", f"widgets.{group}", "w3", "-n", ns)
+    assert "status" not in got or "ready" not in got.get("status", {})  # main endpoint
+    kubling.kubectl("patch", f"widgets.{group}", "w3", "-n", ns, "--subresource=status",
+                    "--type=merge", "-p", '{"status":{"ready":true}}')
+    got = kubling.kubectl_yaml("get", f"widgets.{group}", "w3", "-n", ns)
+    assert got["status"] == {"ready": True} and got["metadata"]["generation"] == 1
+    out = kubling.kubectl("explain", f"widgets.{group}.spec").stdout
+    assert "size" in out and "-required-" in out
+
+
+def test_deleting_a_crd_deletes_its_objects(kubling: KublingServer) -> None:
+    group, ns = _setup(kubling)
+    kubling.kubectl("apply", "-n", ns, "-f", "-", input=(
+        f"apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: w4}}\nspec: {{size: 2}}\n"))
+    kubling.kubectl("delete", "crd", f"widgets.{group}", "--timeout=30s")
+    result = kubling.kubectl("get", "crd", f"widgets.{group}", check=False)
+    assert "not found" in result.stderr
+    resources = kubling.kubectl("api-resources", "-o", "name").stdout.split()
+    assert f"widgets.{group}" not in resources

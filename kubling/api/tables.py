@@ -95,3 +95,6 @@ def table(
         "columnDefinitions": columns if headers else [],
         "rows": [row(o, cells, include_object) for o in objects],
     }
+
+
+from kubling.api import printers as _printers  # noqa: E402, F401  (registers per-kind columns)

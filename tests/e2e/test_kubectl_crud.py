@@ -274,3 +274,62 @@ def test_oldest_kubectl_reads(kubling: KublingServer) -> None:
     kubectl = _versioned("kubectl.1.27")
     out = kubling.kubectl("get", "ns", "default", "-o", "name", binary=kubectl).stdout
     assert out.strip() == "namespace/default"
+
+
+APPLY_FIRST = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: multi, labels: {app: multi}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: multi}}
+  template:
+    metadata: {labels: {app: multi}}
+    spec:
+      containers:
+      - name: a
+        image: busybox
+        env: [{name: XX, value: "1"}, {name: YY, value: "2"}]
+      - name: b
+        image: nginx
+        ports: [{containerPort: 80}, {containerPort: 443}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: pruneme, labels: {app: multi}}
+data: {a: b}
+"""
+
+APPLY_SECOND = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: multi, labels: {app: multi}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: multi}}
+  template:
+    metadata: {labels: {app: multi}}
+    spec:
+      containers:
+      - name: b
+        image: nginx
+        ports: [{containerPort: 443}]
+      - name: a
+        image: busybox
+        env: [{name: YY, value: "2"}]
+"""
+
+
+def test_client_side_apply_removes_fields_reorders_and_prunes(kubling: KublingServer) -> None:
+    ns = _ns(kubling)
+    kubling.kubectl("apply", "-n", ns, "-f", "-", input=APPLY_FIRST)
+    out = kubling.kubectl("apply", "-n", ns, "--prune", "-l", "app=multi", "-f", "-",
+                          input=APPLY_SECOND).stdout
+    assert "deployment.apps/multi configured" in out and "configmap/pruneme pruned" in out
+    containers = kubling.kubectl_yaml("get", "deploy", "multi", "-n", ns)["spec"]["template"][
+        "spec"]["containers"]
+    assert [c["name"] for c in containers] == ["b", "a"]  # $setElementOrder
+    assert containers[0]["ports"] == [{"containerPort": 443, "protocol": "TCP"}]
+    assert containers[1]["env"] == [{"name": "YY", "value": "2"}]
+    missing = kubling.kubectl("get", "cm", "pruneme", "-n", ns, check=False)
+    assert missing.returncode == 1

@@ -86,8 +86,11 @@ def table(
     include_object: str = "Metadata",
     list_meta: dict[str, Any] | None = None,
     headers: bool = True,
+    printer: tuple[list[Column], RowFunc] | None = None,
 ) -> Object:
-    columns, cells = columns_for(group, kind)
+    """A Table of ``objects``; ``printer`` overrides the kind's registered columns (custom
+    resources bring theirs from the CRD)."""
+    columns, cells = printer or columns_for(group, kind)
     return {
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",

@@ -183,12 +183,14 @@ class ResourceHandlers:
             )
         return unknown if mode == "Warn" else []
 
-    def _respond(self, request: web.Request, rt: ResourceType, obj: Object, status: int,
+    def _respond(self, request: web.Request, store: Store, obj: Object, status: int,
                  warnings: list[str] | None = None) -> web.Response:
         rep = self._representation(request)
         headers = _warning_headers(warnings or [])
         if rep.table:
-            body = tables.table(rt.group, rt.kind, [obj], include_object=rep.include_object)
+            rt = store.rt
+            body = tables.table(rt.group, rt.kind, [obj], include_object=rep.include_object,
+                                printer=store.strategy.printer())
             return json_response(body, status=status, rep=rep, headers=headers)
         return json_response(obj, status=status, rep=rep, headers=headers)
 
@@ -203,7 +205,7 @@ class ResourceHandlers:
             obj = store.present(cached)
         else:
             obj = await store.get(namespace, info.name)
-        return self._respond(request, rt, obj, 200)
+        return self._respond(request, store, obj, 200)
 
     async def _list(self, request: web.Request, info: RequestInfo, rt: ResourceType,
                     store: Store, namespace: str) -> web.StreamResponse:
@@ -217,7 +219,8 @@ class ResourceHandlers:
             list_meta["remainingItemCount"] = result.remaining
         if rep.table:
             body = tables.table(rt.group, rt.kind, (store.present(c) for c in result.items),
-                                include_object=rep.include_object, list_meta=list_meta)
+                                include_object=rep.include_object, list_meta=list_meta,
+                                printer=store.strategy.printer())
             return json_response(body, rep=rep)
         if rep.encoding == "yaml":
             data: Object = {"apiVersion": rt.api_version,
@@ -245,7 +248,7 @@ class ResourceHandlers:
                 raise errors.path_not_found()
         store.strategy.default(obj)
         created = await store.create(obj, namespace=namespace, dry_run=_dry_run(request.query))
-        return self._respond(request, rt, created, 201, warnings)
+        return self._respond(request, store, created, 201, warnings)
 
     async def _update(self, request: web.Request, info: RequestInfo, rt: ResourceType,
                       store: Store, namespace: str) -> web.StreamResponse:
@@ -255,7 +258,7 @@ class ResourceHandlers:
         updated, created = await store.update(
             namespace, info.name, obj, dry_run=_dry_run(request.query)
         )
-        return self._respond(request, rt, updated, 201 if created else 200, warnings)
+        return self._respond(request, store, updated, 201 if created else 200, warnings)
 
     @staticmethod
     def _check_namespace(rt: ResourceType, obj: Object, namespace: str) -> None:
@@ -279,7 +282,7 @@ class ResourceHandlers:
         updated = await store.guaranteed_update(
             namespace, info.name, apply, dry_run=_dry_run(request.query)
         )
-        return self._respond(request, rt, updated, 200, warnings)
+        return self._respond(request, store, updated, 200, warnings)
 
     async def _patch_transform(
         self, request: web.Request, rt: ResourceType, strategy: Strategy | None = None
@@ -343,9 +346,9 @@ class ResourceHandlers:
         options = await self._delete_options(request)
         result = await store.delete(namespace, info.name, options)
         if not result.deleted:
-            return self._respond(request, rt, result.obj, 202)
+            return self._respond(request, store, result.obj, 202)
         if store.strategy.return_deleted_object:
-            return self._respond(request, rt, result.obj, 200)
+            return self._respond(request, store, result.obj, 200)
         details: dict[str, Any] = {"name": info.name}
         if rt.group:
             details["group"] = rt.group
@@ -484,6 +487,7 @@ class _EventEncoder:
                 include_object=self.rep.include_object,
                 list_meta={"resourceVersion": str(event.revision)},
                 headers=not self._headers_sent,
+                printer=self.store.strategy.printer(),
             )
             self._headers_sent = True
             return orjson.dumps({"type": event.type, "object": table}) + b"\n"

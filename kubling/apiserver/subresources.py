@@ -70,13 +70,13 @@ class APIHandlers(ResourceHandlers):
                       store: Store, namespace: str) -> web.StreamResponse:
         strategy = self.registry.status_strategy(rt)
         if info.verb == "get":
-            return self._respond(request, rt, await store.get(namespace, info.name), 200)
+            return self._respond(request, store, await store.get(namespace, info.name), 200)
         if info.verb == "update":
             obj, warnings = await self._read_object(request, rt, store.strategy)
             self._check_namespace(rt, obj, namespace)
             updated, _ = await store.update(namespace, info.name, obj, strategy=strategy,
                                             dry_run=_dry_run(request.query))
-            return self._respond(request, rt, updated, 200, warnings)
+            return self._respond(request, store, updated, 200, warnings)
         transform, warnings = await self._patch_transform(request, rt, store.strategy)
 
         async def apply(current: Object) -> Object:
@@ -85,7 +85,7 @@ class APIHandlers(ResourceHandlers):
 
         updated = await store.guaranteed_update(namespace, info.name, apply, strategy=strategy,
                                                 dry_run=_dry_run(request.query))
-        return self._respond(request, rt, updated, 200, warnings)
+        return self._respond(request, store, updated, 200, warnings)
 
     async def _scale(self, request: web.Request, info: RequestInfo, rt: ResourceType,
                      store: Store, namespace: str) -> web.StreamResponse:
@@ -178,7 +178,7 @@ class APIHandlers(ResourceHandlers):
         updated, _ = await store.update("", info.name, obj,
                                         strategy=kinds.NamespaceFinalizeStrategy(rt),
                                         dry_run=_dry_run(request.query))
-        return self._respond(request, rt, updated, 200)
+        return self._respond(request, store, updated, 200)
 
 
 class _BindingStrategy(kinds.PodStrategy):

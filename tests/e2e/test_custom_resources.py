@@ -20,6 +20,9 @@ spec:
     served: true
     storage: true
     subresources: {{status: {{}}}}
+    additionalPrinterColumns:
+    - {{name: Size, type: integer, jsonPath: .spec.size}}
+    - {{name: Color, type: string, jsonPath: .spec.color, priority: 1}}
     schema:
       openAPIV3Schema:
         type: object
@@ -67,6 +70,10 @@ def test_crd_serves_validates_and_defaults(kubling: KublingServer) -> None:
     assert got["metadata"]["generation"] == 1
     names = kubling.kubectl("get", "wd", "-n", ns, "-o", "name").stdout.split()
     assert names == [f"widget.{group}/w1"]
+    table = kubling.kubectl("get", "wd", "-n", ns).stdout.splitlines()
+    assert table[0].split() == ["NAME", "SIZE"] and table[1].split() == ["w1", "3"]
+    wide = kubling.kubectl("get", "wd", "-n", ns, "-o", "wide").stdout.splitlines()
+    assert wide[0].split() == ["NAME", "SIZE", "COLOR"]
     # the same object through the other served version
     beta = kubling.kubectl_yaml("get", f"widgets.v1beta1.{group}", "w1", "-n", ns)
     assert beta["apiVersion"] == f"{group}/v1beta1" and beta["spec"]["size"] == 3

@@ -15,8 +15,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from kubling.api import crdschema, field, names
+from kubling.api import crdschema, field, names, tables
 from kubling.api.meta import Object
+from kubling.api.printers import custom
 from kubling.api.resources import Catalogue, ResourceType
 from kubling.apiserver import errors, watchcache
 from kubling.apiserver.registry.store import DeleteOptions
@@ -32,10 +33,15 @@ class CustomResourceStrategy(Strategy):
 
     return_deleted_object = True
 
-    def __init__(self, rt: ResourceType, schema: crdschema.Schema | None) -> None:
+    def __init__(self, rt: ResourceType, schema: crdschema.Schema | None,
+                 printer_columns: list[dict[str, Any]] | None = None) -> None:
         super().__init__(rt)
         self.schema = schema
         self.tracks_generation = True
+        self._printer = custom.printer(printer_columns)
+
+    def printer(self) -> tuple[list[tables.Column], tables.RowFunc]:
+        return self._printer
 
     def default(self, obj: Object) -> None:
         crdschema.apply_defaults(obj, self.schema)
@@ -199,7 +205,10 @@ class CustomResourceDefinitions:
         for rt in types:
             self.catalogue.add(rt)
             schema = crdschema.openapi_schema(crd, rt.version)
-            self.registry.set_strategy(rt, CustomResourceStrategy(rt, schema))
+            version = crdschema.version_of(crd, rt.version) or {}
+            columns = version.get("additionalPrinterColumns")
+            self.registry.set_strategy(rt, CustomResourceStrategy(
+                rt, schema, columns if isinstance(columns, list) else None))
         self._served[name] = types
         if crd["metadata"].get("deletionTimestamp") and name not in self._cleanups:
             self._cleanups[name] = asyncio.get_running_loop().create_task(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kubling.api import conversion, defaults, field, names, schema, validation
+from kubling.api import conversion, defaults, field, names, schema, tables, validation
 from kubling.api.meta import Object
 from kubling.api.resources import ResourceType
 
@@ -70,6 +70,10 @@ class Strategy:
             return None, []
         message = schema.decode_error_message(self.rt.kind, self.rt.version, problems)
         return message, schema.unknown_field_warnings(problems)
+
+    def printer(self) -> tuple[list[tables.Column], tables.RowFunc]:
+        """The Table columns of this kind (what ``kubectl get`` shows)."""
+        return tables.columns_for(self.rt.group, self.rt.kind)
 
     def convert(self, obj: Object, api_version: str) -> Object:
         """``obj`` in another served version of the same resource."""

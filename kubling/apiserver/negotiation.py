@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import yaml
 
+from kubling.api import protobuf
 from kubling.apiserver import errors
 
 try:  # the C loader is ten times faster when libyaml is present
@@ -92,7 +93,7 @@ def choose(accept: str | None, *, table_ok: bool, query_include: str = "") -> Re
 
 
 def decode_body(body: bytes, content_type: str | None) -> Any:
-    """Decode a JSON or YAML body into Python data; malformed input is a 400."""
+    """Decode a JSON, YAML or Kubernetes-protobuf body into Python data; malformed input is a 400."""
     media = parse_media_type(content_type or JSON).type
     if media in (JSON, "", "*/*") or media.endswith("+json"):
         try:
@@ -104,6 +105,11 @@ def decode_body(body: bytes, content_type: str | None) -> Any:
             return yaml.load(body, Loader=_YAMLLoader)
         except yaml.YAMLError as err:
             raise errors.bad_request(f"yaml parse error: {err}") from None
+    if media == PROTOBUF:  # kubectl's typed commands send these, and do not retry as JSON
+        try:
+            return protobuf.decode_object(body)
+        except protobuf.ProtobufError as err:
+            raise errors.bad_request(f"protobuf decode error: {err}") from None
     raise errors.unsupported_media_type()
 
 

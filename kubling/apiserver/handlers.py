@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 from kubling.api import labels, meta, patch, schema, tables
 from kubling.api.meta import Object
@@ -39,7 +40,7 @@ _PATCH_TYPES = (
 
 
 def json_response(data: Any, *, status: int = 200, rep: negotiation.Representation | None = None,
-                  headers: Mapping[str, str] | None = None) -> web.Response:
+                  headers: Mapping[str, str] | CIMultiDict[str] | None = None) -> web.Response:
     rep = rep or negotiation.Representation()
     return web.Response(
         body=negotiation.encode(data, rep),
@@ -159,11 +160,16 @@ class ResourceHandlers:
             )
         obj["kind"] = kind
         obj["apiVersion"] = api_version
-        warnings = self._check_schema(request, strategy or Strategy(rt), obj)
+        duplicates: list[str] = []
+        if media in (negotiation.JSON, "") and request.query.get("fieldValidation") != "Ignore":
+            duplicates = [f'duplicate field "{path}"'
+                          for path in negotiation.duplicate_fields(body)]
+        warnings = self._check_schema(request, strategy or Strategy(rt), obj, duplicates)
         return obj, warnings
 
     @staticmethod
-    def _check_schema(request: web.Request, strategy: Strategy, obj: Object) -> list[str]:
+    def _check_schema(request: web.Request, strategy: Strategy, obj: Object,
+                      duplicates: list[str] | None = None) -> list[str]:
         """Type errors are 400s (as upstream's decoder); unknown fields follow
         ``fieldValidation``: Strict rejects, Warn (the default) warns, Ignore ignores."""
         mode = request.query.get("fieldValidation", "Warn")
@@ -175,6 +181,7 @@ class ResourceHandlers:
         decode_error, unknown = strategy.check_decode(obj)
         if decode_error is not None:
             raise errors.bad_request(decode_error)
+        unknown = [*(duplicates or []), *unknown]
         if unknown and mode == "Strict":
             rt = strategy.rt
             raise errors.bad_request(
@@ -464,11 +471,15 @@ class ResourceHandlers:
         return response
 
 
-def _warning_headers(warnings: list[str]) -> dict[str, str] | None:
+def _warning_headers(warnings: list[str]) -> CIMultiDict[str] | None:
+    """One ``Warning: 299 - "<text>"`` header per warning (RFC 7234 quoting), as upstream."""
     if not warnings:
         return None
-    # aiohttp keeps one value per header name in a plain dict; join as RFC 7234 allows.
-    return {"Warning": ", ".join(f'299 - "{w}"'.replace('"unknown', '"unknown') for w in warnings)}
+    headers: CIMultiDict[str] = CIMultiDict()
+    for text in warnings:
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+        headers.add("Warning", f'299 - "{escaped}"')
+    return headers
 
 
 class _EventEncoder:

@@ -8,6 +8,7 @@ range also says whether the response is a Table.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 import orjson
@@ -117,3 +118,48 @@ def encode(data: Any, representation: Representation) -> bytes:
     if representation.encoding == "yaml":
         return yaml.safe_dump(data, default_flow_style=False, sort_keys=False).encode()
     return orjson.dumps(data)
+
+
+class _Fields(dict[str, Any]):
+    """A decoded JSON object that remembers which of its keys appeared more than once."""
+
+    duplicates: list[str]
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> _Fields:
+    obj = _Fields(pairs)
+    seen: set[str] = set()
+    obj.duplicates = []
+    for key, _ in pairs:
+        if key in seen and key not in obj.duplicates:
+            obj.duplicates.append(key)
+        seen.add(key)
+    return obj
+
+
+def duplicate_fields(body: bytes) -> list[str]:
+    """Paths of fields a JSON body sets twice (``metadata.name``), for field validation.
+
+    orjson keeps the last value silently, as Go's decoder does; upstream then reports each
+    duplicate (``duplicate field "metadata.name"``) under ``fieldValidation``.
+    """
+    if body.count(b'"') < 4:
+        return []
+    try:
+        data = json.loads(body, object_pairs_hook=_pairs)
+    except ValueError:
+        return []
+    found: list[str] = []
+    _walk(data, "", found)
+    return found
+
+
+def _walk(value: Any, path: str, found: list[str]) -> None:
+    if isinstance(value, _Fields):
+        for key in value.duplicates:
+            found.append(f"{path}.{key}" if path else key)
+        for key, child in value.items():
+            _walk(child, f"{path}.{key}" if path else key, found)
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            _walk(child, f"{path}[{i}]", found)

@@ -31,6 +31,19 @@ def _request(kubling: KublingServer, method: str, path: str, body: bytes | None 
         conn.close()
 
 
+def _warnings(kubling: KublingServer, path: str, body: bytes) -> list[str]:
+    conn = http.client.HTTPSConnection("127.0.0.1", kubling.port,
+                                       context=kubling.ssl_context(), timeout=10)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 201
+        return [v for k, v in resp.getheaders() if k.lower() == "warning"]
+    finally:
+        conn.close()
+
+
 def _status(raw: bytes) -> dict[str, Any]:
     status: dict[str, Any] = json.loads(raw)
     assert status["kind"] == "Status" and status["apiVersion"] == "v1"
@@ -186,3 +199,24 @@ def test_patch_errors(kubling: KublingServer) -> None:
     code, _, raw = _request(kubling, "PATCH", f"{path}/missing", b'{"data":{"a":"b"}}',
                             {"Content-Type": "application/merge-patch+json"})
     assert code == 404
+
+
+def test_field_validation_unknown_and_duplicate_fields(kubling: KublingServer) -> None:
+    name = "fv-" + uuid.uuid4().hex[:6]
+    body = ('{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"%s","name":"%s"},'
+            '"data":{"a":"b"},"bogus":1}' % (name, name)).encode()
+    path = "/api/v1/namespaces/default/configmaps"
+    code, _, raw = _request(kubling, "POST", path + "?fieldValidation=Strict", body,
+                            {"Content-Type": "application/json"})
+    status = _status(raw)
+    assert code == 400 and status["reason"] == "BadRequest"
+    assert status["message"] == ('ConfigMap in version "v1" cannot be handled as a ConfigMap: '
+                                 'strict decoding error: duplicate field "metadata.name", '
+                                 'unknown field "bogus"')
+    warnings = _warnings(kubling, path + "?fieldValidation=Warn", body)
+    assert warnings == ['299 - "duplicate field \\"metadata.name\\""',
+                        '299 - "unknown field \\"bogus\\""']
+
+    code, _, raw = _request(kubling, "POST", path + "?fieldValidation=Nope", body,
+                            {"Content-Type": "application/json"})
+    assert code == 400

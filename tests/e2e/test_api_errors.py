@@ -203,8 +203,9 @@ def test_patch_errors(kubling: KublingServer) -> None:
 
 def test_field_validation_unknown_and_duplicate_fields(kubling: KublingServer) -> None:
     name = "fv-" + uuid.uuid4().hex[:6]
-    body = ('{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"%s","name":"%s"},'
-            '"data":{"a":"b"},"bogus":1}' % (name, name)).encode()
+    meta = f'"metadata":{{"name":"{name}","name":"{name}"}}'
+    body = ('{"apiVersion":"v1","kind":"ConfigMap",' + meta
+            + ',"data":{"a":"b"},"bogus":1}').encode()
     path = "/api/v1/namespaces/default/configmaps"
     code, _, raw = _request(kubling, "POST", path + "?fieldValidation=Strict", body,
                             {"Content-Type": "application/json"})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import ipaddress
 import logging
 import os
 import shutil
@@ -49,9 +50,9 @@ def build_parser(prog: str = "kubling server") -> argparse.ArgumentParser:
     parser.add_argument("--datastore-endpoint", default="",
                         help="storage: sqlite:///path/state.db (default <data-dir>/db/state.db)"
                         " or memory://")
-    parser.add_argument("--cluster-cidr", default="10.42.0.0/16",
+    parser.add_argument("--cluster-cidr", default="10.42.0.0/16", type=_cidr,
                         help="pod network (default %(default)s)")
-    parser.add_argument("--service-cidr", default="10.43.0.0/16",
+    parser.add_argument("--service-cidr", default="10.43.0.0/16", type=_cidr,
                         help="service network (default %(default)s)")
     parser.add_argument("--tls-san", action="append", default=[],
                         help="extra hostname or IP for the serving certificate (repeatable)")
@@ -64,6 +65,16 @@ def build_parser(prog: str = "kubling server") -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbosity", action="count", default=0,
                         help="more logs (-v info, -vv debug)")
     return parser
+
+
+def _cidr(text: str) -> str:
+    """An IP network such as 10.43.0.0/16 (argparse type: a bad one is a usage error)."""
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a network in CIDR form: {text!r} (e.g. 10.43.0.0/16)") from None
+    return text
 
 
 def register(sub: Any) -> None:

@@ -36,6 +36,18 @@ def proto_files() -> list[str]:
     return sorted(p.relative_to(PROTO_ROOT).as_posix() for p in PROTO_ROOT.rglob("*.proto"))
 
 
+def well_known_root() -> Path:
+    """grpcio-tools' copy of protobuf's well-known types.
+
+    gnostic's ``OpenAPIv2.proto`` imports ``google/protobuf/any.proto``; ``--include_imports``
+    then puts that file in the set too, so the runtime pool resolves it without relying on
+    the ``protobuf`` package's own default pool.
+    """
+    from importlib import resources
+
+    return Path(str(resources.files("grpc_tools") / "_proto"))
+
+
 def compile_set(out: Path) -> None:
     """Run grpcio-tools' protoc over all files into one self-contained descriptor set."""
     try:
@@ -45,6 +57,7 @@ def compile_set(out: Path) -> None:
     args = [
         "protoc",
         f"--proto_path={PROTO_ROOT}",
+        f"--proto_path={well_known_root()}",
         f"--descriptor_set_out={out}",
         "--include_imports",
         *proto_files(),

@@ -21,6 +21,10 @@ The conversion reproduces what the API server's JSON would say for the same Go o
   in ``_KEEP_ZERO`` whose explicit zero means something (``replicas: 0``, ``runAsUser: 0``,
   ``optional: false``, ...). Embedded messages are kept even when empty (``status: {}``), as
   Go's JSON keeps non-pointer structs; an empty ``Time`` is ``null`` as in Go.
+
+The same descriptor set carries gnostic's ``OpenAPIv2.proto``: kubectl 1.27/1.28 read
+``/openapi/v2`` only as an ``openapi.v2.Document``, which :func:`encode_openapi_v2` builds
+from the Swagger 2.0 JSON (see the section at the end of this module).
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
 
+import orjson
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
@@ -86,6 +91,8 @@ _INLINE: frozenset[tuple[str, str]] = frozenset({
     ("k8s.io.api.core.v1.Volume", "volumeSource"),
     ("k8s.io.api.core.v1.PersistentVolumeSpec", "persistentVolumeSource"),
     ("k8s.io.api.networking.v1.IngressRule", "ingressRuleValue"),
+    ("k8s.io.api.admissionregistration.v1.RuleWithOperations", "rule"),
+    ("k8s.io.api.admissionregistration.v1.NamedRuleWithOperations", "ruleWithOperations"),
 })
 
 #: Proto field names that differ from the Go JSON name.
@@ -94,6 +101,10 @@ _RENAMES: dict[str, str] = {
     "aPIGroup": "apiGroup",
     "jSONPath": "jsonPath",
     "jSONSchemas": "JSONSchemas",
+    # admissionregistration/v1 declares these with the Go field name.
+    "Webhooks": "webhooks",
+    "Expression": "expression",
+    "Name": "name",
 }
 #: apiextensions' JSONSchemaProps spells a few keys the JSON-Schema way.
 _SCHEMA_RENAMES: dict[str, str] = {
@@ -158,6 +169,16 @@ _KEEP_ZERO: frozenset[str] = frozenset({
     "CustomResourceDefinitionVersion.storage", "JSONSchemaProps.nullable",
     "WebhookClientConfig.port", "ServiceReference.port", "ValidatingWebhook.timeoutSeconds",
     "MutatingWebhook.timeoutSeconds",
+    # storage, certificates, events, apiextensions (pointers, or written without omitempty)
+    "CSIDriverSpec.storageCapacity", "CSIDriverSpec.requiresRepublish",
+    "CSIDriverSpec.seLinuxMount", "CSIDriverSpec.serviceAccountTokenInSecrets",
+    "VolumeAttachmentStatus.attached", "VolumeError.errorCode", "VolumeNodeResources.count",
+    "TokenRequest.expirationSeconds", "CertificateSigningRequestSpec.expirationSeconds",
+    "EventSeries.count", "JSONSchemaProps.maximum", "JSONSchemaProps.minimum",
+    "JSONSchemaProps.maxLength", "JSONSchemaProps.minLength", "JSONSchemaProps.maxItems",
+    "JSONSchemaProps.minItems", "JSONSchemaProps.maxProperties", "JSONSchemaProps.minProperties",
+    "JSONSchemaProps.multipleOf", "JSONSchemaProps.xKubernetesPreserveUnknownFields",
+    "ValidationRule.optionalOldSelf",
 })
 
 
@@ -491,3 +512,375 @@ def encode_object(obj: Any, *, api_version: str, kind: str) -> bytes:
     unknown.contentEncoding = ""
     envelope: bytes = unknown.SerializeToString()
     return MAGIC + envelope
+
+
+# -- OpenAPI v2 as gnostic protobuf ----------------------------------------------------------
+#
+# kubectl 1.27/1.28 (client-go's ``OpenAPISchema``) ask for ``/openapi/v2`` only as gnostic's
+# ``openapi.v2.Document`` protobuf and read it through kube-openapi's ``proto`` models: every
+# definition is parsed up front (a dangling ``$ref``, an array without exactly one ``items``
+# schema or an unknown primitive type fails *every* command that needs the schema), vendor
+# extensions are read back by YAML-decoding ``Any.yaml``, and the field-validation probe looks
+# for the PATCH operation whose ``x-kubernetes-group-version-kind`` names the object's kind and
+# a ``fieldValidation`` query parameter among its parameters. The JSON Swagger 2.0 document
+# kubling serves is converted member by member the way gnostic's compiler reads JSON: JSON
+# Schema keys to ``Schema`` fields, ``in`` choosing the parameter message, ``x-*`` keys to
+# ``NamedAny`` vendor extensions; keys gnostic's v2 model has no field for are dropped, as
+# gnostic would not carry them either.
+
+#: The Content-Type of the answer. client-go asks with the ``...spec.v2@v1.0+protobuf``
+#: spelling, but ``@`` is not allowed in a media type, so Go's ``mime.ParseMediaType`` (which
+#: client-go runs on every response) rejects it: the answer must use the dotted form.
+OPENAPI_V2_MEDIA_TYPE = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+#: ``Accept`` values answered with the protobuf form (client-go's ``openAPIV2mimePb`` first).
+OPENAPI_V2_MEDIA_TYPES = (
+    "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+    OPENAPI_V2_MEDIA_TYPE,
+)
+_OAS = "openapi.v2."
+
+_SCHEMA_STRINGS = {
+    "$ref": "_ref", "format": "format", "title": "title", "description": "description",
+    "pattern": "pattern", "discriminator": "discriminator",
+}
+_SCHEMA_SCALARS = {
+    "multipleOf": "multiple_of", "maximum": "maximum", "exclusiveMaximum": "exclusive_maximum",
+    "minimum": "minimum", "exclusiveMinimum": "exclusive_minimum", "maxLength": "max_length",
+    "minLength": "min_length", "maxItems": "max_items", "minItems": "min_items",
+    "uniqueItems": "unique_items", "maxProperties": "max_properties",
+    "minProperties": "min_properties", "readOnly": "read_only",
+}
+#: JSON keys shared by the non-body parameter kinds, ``items`` (PrimitivesItems) and headers.
+_PRIMITIVE_FIELDS = {
+    "required": "required", "in": "in", "description": "description", "name": "name",
+    "allowEmptyValue": "allow_empty_value", "type": "type", "format": "format",
+    "collectionFormat": "collection_format", "maximum": "maximum",
+    "exclusiveMaximum": "exclusive_maximum", "minimum": "minimum",
+    "exclusiveMinimum": "exclusive_minimum", "maxLength": "max_length",
+    "minLength": "min_length", "pattern": "pattern", "maxItems": "max_items",
+    "minItems": "min_items", "uniqueItems": "unique_items", "multipleOf": "multiple_of",
+}
+_NON_BODY = {
+    "query": "query_parameter_sub_schema",
+    "path": "path_parameter_sub_schema",
+    "header": "header_parameter_sub_schema",
+    "formData": "form_data_parameter_sub_schema",
+}
+_METHODS = ("get", "put", "post", "delete", "options", "head", "patch")
+_SECURITY_KINDS = {
+    ("basic", None): "basic_authentication_security",
+    ("apiKey", None): "api_key_security",
+    ("oauth2", "implicit"): "oauth2_implicit_security",
+    ("oauth2", "password"): "oauth2_password_security",
+    ("oauth2", "application"): "oauth2_application_security",
+    ("oauth2", "accessCode"): "oauth2_access_code_security",
+}
+
+
+def _yaml_text(value: Any) -> str:
+    """The ``Any.yaml`` text of a JSON value.
+
+    kube-openapi YAML-decodes it (``VendorExtensionToMap``; the query-parameter probe decodes
+    the operation's GVK into a ``map[string]string``). JSON is YAML, so the JSON text is used:
+    it keeps ``group: ""`` a string where a careless block emitter would produce a null.
+    """
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _set_fields(msg: Any, node: Mapping[str, Any], names: Mapping[str, str]) -> None:
+    for key, attr in names.items():
+        value = node.get(key)
+        if value is not None and not isinstance(value, (dict, list)):
+            setattr(msg, attr, value)
+
+
+def _extensions(msg: Any, node: Mapping[str, Any], field: str = "vendor_extension") -> None:
+    target = getattr(msg, field)
+    for key, value in node.items():
+        if key.startswith("x-"):
+            named = target.add()
+            named.name = key
+            named.value.yaml = _yaml_text(value)
+
+
+def _schema(node: Mapping[str, Any], msg: Any) -> None:
+    """A JSON Schema object into ``openapi.v2.Schema``.
+
+    ``properties`` is marked present even when empty: kube-openapi parses an object with a
+    (possibly empty) ``properties`` as a kind and one without as a map or arbitrary value.
+    """
+    for key, value in node.items():
+        attr = _SCHEMA_STRINGS.get(key)
+        if attr is not None:
+            setattr(msg, attr, value)
+            continue
+        attr = _SCHEMA_SCALARS.get(key)
+        if attr is not None:
+            setattr(msg, attr, value)
+        elif key == "type":
+            msg.type.value.extend([value] if isinstance(value, str) else value)
+        elif key == "properties":
+            msg.properties.SetInParent()
+            props = msg.properties.additional_properties
+            for name, sub in value.items():
+                named = props.add()
+                named.name = name
+                _schema(sub, named.value)
+        elif key == "items":
+            msg.items.SetInParent()
+            for sub in value if isinstance(value, list) else [value]:
+                _schema(sub, msg.items.schema.add())
+        elif key == "additionalProperties":
+            if isinstance(value, bool):
+                msg.additional_properties.boolean = value
+            else:
+                _schema(value, msg.additional_properties.schema)
+        elif key == "required":
+            msg.required.extend(value)
+        elif key == "allOf":
+            for sub in value:
+                _schema(sub, msg.all_of.add())
+        elif key == "enum":
+            for item in value:
+                msg.enum.add().yaml = _yaml_text(item)
+        elif key in ("default", "example"):
+            getattr(msg, key).yaml = _yaml_text(value)
+        elif key == "externalDocs":
+            _external_docs(value, msg.external_docs)
+        elif key == "xml":
+            _set_fields(msg.xml, value, {k: k for k in
+                                         ("name", "namespace", "prefix", "attribute", "wrapped")})
+            _extensions(msg.xml, value)
+        elif key.startswith("x-"):
+            named = msg.vendor_extension.add()
+            named.name = key
+            named.value.yaml = _yaml_text(value)
+
+
+def _external_docs(node: Mapping[str, Any], msg: Any) -> None:
+    _set_fields(msg, node, {"description": "description", "url": "url"})
+    _extensions(msg, node)
+
+
+def _primitive(node: Mapping[str, Any], msg: Any) -> None:
+    """Non-body parameters, ``PrimitivesItems`` and headers share these members."""
+    fields = msg.DESCRIPTOR.fields_by_name
+    _set_fields(msg, node, {k: v for k, v in _PRIMITIVE_FIELDS.items() if v in fields})
+    if "items" in node and "items" in fields:
+        _primitive(node["items"], msg.items)
+    if "default" in node:
+        msg.default.yaml = _yaml_text(node["default"])
+    for item in node.get("enum", ()):
+        msg.enum.add().yaml = _yaml_text(item)
+    _extensions(msg, node)
+
+
+def _parameter(node: Mapping[str, Any], msg: Any) -> None:
+    """One parameter into ``openapi.v2.Parameter``: ``in`` picks the message, as in gnostic."""
+    where = node.get("in")
+    if where == "body":
+        body = msg.body_parameter
+        _set_fields(body, node, {"description": "description", "name": "name", "in": "in",
+                                 "required": "required"})
+        if "schema" in node:
+            _schema(node["schema"], body.schema)
+        _extensions(body, node)
+        return
+    sub = _NON_BODY.get(str(where))
+    if sub is None:
+        raise ProtobufError(f"parameter {node.get('name')!r} has unknown location {where!r}")
+    _primitive(node, getattr(msg.non_body_parameter, sub))
+
+
+def _parameters(nodes: list[Mapping[str, Any]], target: Any) -> None:
+    for node in nodes:
+        item = target.add()
+        if "$ref" in node:
+            item.json_reference._ref = node["$ref"]
+            if "description" in node:
+                item.json_reference.description = node["description"]
+        else:
+            _parameter(node, item.parameter)
+
+
+def _response(node: Mapping[str, Any], msg: Any) -> None:
+    if "description" in node:
+        msg.description = node["description"]
+    schema = node.get("schema")
+    if schema is not None:
+        if schema.get("type") == "file":
+            file_schema = msg.schema.file_schema
+            _set_fields(file_schema, schema, {"format": "format", "title": "title",
+                                              "description": "description", "type": "type",
+                                              "readOnly": "read_only"})
+            file_schema.required.extend(schema.get("required", ()))
+            _extensions(file_schema, schema)
+        else:
+            _schema(schema, msg.schema.schema)
+    for name, header in node.get("headers", {}).items():
+        named = msg.headers.additional_properties.add()
+        named.name = name
+        _primitive(header, named.value)
+    for name, example in node.get("examples", {}).items():
+        named = msg.examples.additional_properties.add()
+        named.name = name
+        named.value.yaml = _yaml_text(example)
+    _extensions(msg, node)
+
+
+def _responses(node: Mapping[str, Any], msg: Any) -> None:
+    for code, value in node.items():
+        if code.startswith("x-"):
+            continue
+        named = msg.response_code.add()
+        named.name = code
+        if "$ref" in value:
+            named.value.json_reference._ref = value["$ref"]
+        else:
+            _response(value, named.value.response)
+    _extensions(msg, node)
+
+
+def _security(nodes: list[Mapping[str, list[str]]], target: Any) -> None:
+    for requirement in nodes:
+        msg = target.add()
+        for name, scopes in requirement.items():
+            named = msg.additional_properties.add()
+            named.name = name
+            named.value.value.extend(scopes)
+
+
+def _operation(node: Mapping[str, Any], msg: Any) -> None:
+    _set_fields(msg, node, {"summary": "summary", "description": "description",
+                            "operationId": "operation_id", "deprecated": "deprecated"})
+    msg.tags.extend(node.get("tags", ()))
+    msg.produces.extend(node.get("produces", ()))
+    msg.consumes.extend(node.get("consumes", ()))
+    msg.schemes.extend(node.get("schemes", ()))
+    if "externalDocs" in node:
+        _external_docs(node["externalDocs"], msg.external_docs)
+    _parameters(node.get("parameters", []), msg.parameters)
+    if "responses" in node:
+        _responses(node["responses"], msg.responses)
+    _security(node.get("security", []), msg.security)
+    _extensions(msg, node)
+
+
+def _path_item(node: Mapping[str, Any], msg: Any) -> None:
+    if "$ref" in node:
+        msg._ref = node["$ref"]
+    for method in _METHODS:
+        if method in node:
+            _operation(node[method], getattr(msg, method))
+    _parameters(node.get("parameters", []), msg.parameters)
+    _extensions(msg, node)
+
+
+def _info(node: Mapping[str, Any], msg: Any) -> None:
+    _set_fields(msg, node, {"title": "title", "version": "version",
+                            "description": "description", "termsOfService": "terms_of_service"})
+    if "contact" in node:
+        _set_fields(msg.contact, node["contact"], {"name": "name", "url": "url",
+                                                   "email": "email"})
+        _extensions(msg.contact, node["contact"])
+    if "license" in node:
+        _set_fields(msg.license, node["license"], {"name": "name", "url": "url"})
+        _extensions(msg.license, node["license"])
+    _extensions(msg, node)
+
+
+def _security_definitions(node: Mapping[str, Mapping[str, Any]], msg: Any) -> None:
+    for name, scheme in node.items():
+        kind = str(scheme.get("type"))
+        flow = scheme.get("flow") if kind == "oauth2" else None
+        field = _SECURITY_KINDS.get((kind, flow))
+        if field is None:
+            raise ProtobufError(f"security definition {name!r} has unknown type {kind!r}")
+        named = msg.additional_properties.add()
+        named.name = name
+        target = getattr(named.value, field)
+        fields = target.DESCRIPTOR.fields_by_name
+        _set_fields(target, scheme, {k: v for k, v in {
+            "type": "type", "name": "name", "in": "in", "description": "description",
+            "flow": "flow", "authorizationUrl": "authorization_url", "tokenUrl": "token_url",
+        }.items() if v in fields})
+        for scope, text in scheme.get("scopes", {}).items():
+            entry = target.scopes.additional_properties.add()
+            entry.name = scope
+            entry.value = text
+        _extensions(target, scheme)
+
+
+def encode_openapi_v2(doc: Mapping[str, Any]) -> bytes:
+    """The gnostic ``openapi.v2.Document`` bytes for a Swagger 2.0 JSON document (a dict)."""
+    msg: Any = message_class(_OAS + "Document")()
+    _set_fields(msg, doc, {"swagger": "swagger", "host": "host", "basePath": "base_path"})
+    if "info" in doc:
+        _info(doc["info"], msg.info)
+    msg.schemes.extend(doc.get("schemes", ()))
+    msg.consumes.extend(doc.get("consumes", ()))
+    msg.produces.extend(doc.get("produces", ()))
+    paths = doc.get("paths")
+    if paths is not None:
+        msg.paths.SetInParent()
+        for url, item in paths.items():
+            if url.startswith("x-"):
+                continue
+            named = msg.paths.path.add()
+            named.name = url
+            _path_item(item, named.value)
+        _extensions(msg.paths, paths)
+    definitions = doc.get("definitions")
+    if definitions is not None:
+        msg.definitions.SetInParent()
+        target = msg.definitions.additional_properties
+        for name, schema in definitions.items():
+            named = target.add()
+            named.name = name
+            _schema(schema, named.value)
+    for name, param in doc.get("parameters", {}).items():
+        named = msg.parameters.additional_properties.add()
+        named.name = name
+        _parameter(param, named.value)
+    for name, response in doc.get("responses", {}).items():
+        named = msg.responses.additional_properties.add()
+        named.name = name
+        _response(response, named.value)
+    _security(doc.get("security", []), msg.security)
+    if "securityDefinitions" in doc:
+        _security_definitions(doc["securityDefinitions"], msg.security_definitions)
+    for tag in doc.get("tags", ()):
+        entry = msg.tags.add()
+        _set_fields(entry, tag, {"name": "name", "description": "description"})
+        if "externalDocs" in tag:
+            _external_docs(tag["externalDocs"], entry.external_docs)
+        _extensions(entry, tag)
+    if "externalDocs" in doc:
+        _external_docs(doc["externalDocs"], msg.external_docs)
+    _extensions(msg, doc)
+    data: bytes = msg.SerializeToString()
+    return data
+
+
+_v2_lock = threading.Lock()
+_v2_cache: tuple[bytes, bytes] | None = None
+
+
+def openapi_v2_protobuf(json_document: bytes) -> bytes:
+    """``encode_openapi_v2`` of a serialized JSON document, built once and cached.
+
+    Keyed on the JSON bytes themselves (the OpenAPI builder hands out the same cached object
+    until a CRD change rebuilds it), so a rebuilt JSON document is re-encoded exactly once;
+    comparing a couple of MiB is a ``memcmp``, far cheaper than re-encoding.
+    """
+    global _v2_cache
+    cached = _v2_cache
+    if cached is not None and (cached[0] is json_document or cached[0] == json_document):
+        return cached[1]
+    with _v2_lock:
+        cached = _v2_cache
+        if cached is not None and cached[0] == json_document:
+            return cached[1]
+        data = encode_openapi_v2(orjson.loads(json_document))
+        _v2_cache = (json_document, data)
+        return data

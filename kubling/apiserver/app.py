@@ -177,7 +177,7 @@ class APIServerApp:
                 else self.discovery.api_group_list()
             )
             return raw_json_response(body, headers={"Vary": "Accept"})
-        if path.startswith("/openapi/"):
+        if path.startswith("/openapi/") or path == "/swagger-2.0.0.pb-v1":
             return self._openapi(request, path)
         parts = path.strip("/").split("/")
         gv_body: bytes | None = None
@@ -192,11 +192,24 @@ class APIServerApp:
         raise errors.path_not_found()
 
     def _openapi(self, request: web.Request, path: str) -> web.StreamResponse:
-        if path == "/openapi/v2":
+        if path in ("/openapi/v2", "/swagger-2.0.0.pb-v1"):
+            # kubectl 1.27/1.28 read v2 only as gnostic protobuf (``...spec.v2@v1.0+protobuf``,
+            # or the older ``.v2.v1.0+protobuf`` spelling); without it apply/create/explain
+            # fail. The encoding is cached next to the JSON it was made from.
+            from kubling.api import protobuf  # here: the one caller; keeps startup lean
+
             accept = request.headers.get("Accept", "")
-            if "protobuf" in accept and "json" not in accept:
+            wants_pb = any(
+                media.split(";")[0].strip() in protobuf.OPENAPI_V2_MEDIA_TYPES
+                for media in accept.split(",")
+            )
+            if path == "/swagger-2.0.0.pb-v1" or wants_pb:
+                encoded = protobuf.openapi_v2_protobuf(self.openapi.v2())
+                return raw_json_response(encoded, content_type=protobuf.OPENAPI_V2_MEDIA_TYPE,
+                                         headers={"Vary": "Accept"})
+            if "protobuf" in accept and "json" not in accept and "*/*" not in accept:
                 raise errors.not_acceptable()
-            return raw_json_response(self.openapi.v2())
+            return raw_json_response(self.openapi.v2(), headers={"Vary": "Accept"})
         if path == "/openapi/v3":
             return raw_json_response(self.openapi.v3_index())
         if path.startswith("/openapi/v3/"):

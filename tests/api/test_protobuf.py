@@ -8,6 +8,7 @@ JSON the same Go object serializes to.
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import pytest
@@ -276,3 +277,368 @@ def test_unknown_kind_is_named() -> None:
 
 def test_decode_error_is_a_value_error() -> None:
     assert issubclass(ProtobufError, ValueError)
+
+
+# -- the groups added with the second descriptor batch ---------------------------------------
+
+
+def test_endpointslice_discovery_v1() -> None:
+    es = _new("k8s.io.api.discovery.v1.EndpointSlice")
+    es.metadata.name = "web-abc"
+    es.addressType = "IPv4"
+    ep = es.endpoints.add()
+    ep.addresses.append("10.0.0.5")
+    ep.conditions.ready = False  # *bool: an explicit false is information
+    ep.nodeName = "node1"
+    port = es.ports.add()
+    port.name = "http"
+    port.port = 80
+    port.protocol = "TCP"
+    got = decode_object(encode_object(es, api_version="discovery.k8s.io/v1",
+                                      kind="EndpointSlice"))
+    assert got == {
+        "kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
+        "metadata": {"name": "web-abc"}, "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.0.0.5"], "conditions": {"ready": False},
+                       "nodeName": "node1"}],
+        "ports": [{"name": "http", "protocol": "TCP", "port": 80}],
+    }
+
+
+def test_storageclass_storage_v1() -> None:
+    sc = _new("k8s.io.api.storage.v1.StorageClass")
+    sc.metadata.name = "fast"
+    sc.provisioner = "kubling.io/local"
+    sc.parameters["type"] = "ssd"
+    sc.reclaimPolicy = "Retain"
+    sc.allowVolumeExpansion = False
+    sc.volumeBindingMode = "WaitForFirstConsumer"
+    got = decode_object(encode_object(sc, api_version="storage.k8s.io/v1", kind="StorageClass"))
+    assert got == {
+        "kind": "StorageClass", "apiVersion": "storage.k8s.io/v1", "metadata": {"name": "fast"},
+        "provisioner": "kubling.io/local", "parameters": {"type": "ssd"},
+        "reclaimPolicy": "Retain", "allowVolumeExpansion": False,
+        "volumeBindingMode": "WaitForFirstConsumer",
+    }
+
+
+def test_lease_coordination_v1() -> None:
+    lease = _new("k8s.io.api.coordination.v1.Lease")
+    lease.metadata.name = "node1"
+    lease.metadata.namespace = "kube-node-lease"
+    lease.spec.holderIdentity = "node1"
+    lease.spec.leaseDurationSeconds = 40
+    lease.spec.renewTime.seconds = 1704164645
+    lease.spec.renewTime.nanos = 500_000_000
+    got = decode_object(encode_object(lease, api_version="coordination.k8s.io/v1", kind="Lease"))
+    assert got["spec"] == {"holderIdentity": "node1", "leaseDurationSeconds": 40,
+                           "renewTime": "2024-01-02T03:04:05.500000Z"}
+
+
+def test_event_events_v1() -> None:
+    event = _new("k8s.io.api.events.v1.Event")
+    event.metadata.name = "web.1"
+    event.metadata.namespace = "default"
+    event.eventTime.seconds = 1704164645
+    event.reportingController = "kubling.io/scheduler"
+    event.reportingInstance = "kubling-1"
+    event.action = "Binding"
+    event.reason = "Scheduled"
+    event.regarding.kind = "Pod"
+    event.regarding.name = "web"
+    event.note = "assigned"
+    event.type = "Normal"
+    event.series.count = 2
+    event.series.lastObservedTime.seconds = 1704164650
+    got = decode_object(encode_object(event, api_version="events.k8s.io/v1", kind="Event"))
+    assert got["eventTime"] == "2024-01-02T03:04:05.000000Z"
+    assert got["regarding"] == {"kind": "Pod", "name": "web"}
+    assert got["series"] == {"count": 2, "lastObservedTime": "2024-01-02T03:04:10.000000Z"}
+    assert (got["action"], got["reason"], got["type"]) == ("Binding", "Scheduled", "Normal")
+
+
+def test_runtimeclass_node_v1() -> None:
+    rc = _new("k8s.io.api.node.v1.RuntimeClass")
+    rc.metadata.name = "gvisor"
+    rc.handler = "runsc"
+    rc.overhead.podFixed["memory"].string = "64Mi"
+    rc.scheduling.nodeSelector["sandbox"] = "true"
+    tol = rc.scheduling.tolerations.add()
+    tol.key = "sandbox"
+    tol.operator = "Exists"
+    got = decode_object(encode_object(rc, api_version="node.k8s.io/v1", kind="RuntimeClass"))
+    assert got == {
+        "kind": "RuntimeClass", "apiVersion": "node.k8s.io/v1", "metadata": {"name": "gvisor"},
+        "handler": "runsc", "overhead": {"podFixed": {"memory": "64Mi"}},
+        "scheduling": {"nodeSelector": {"sandbox": "true"},
+                       "tolerations": [{"key": "sandbox", "operator": "Exists"}]},
+    }
+
+
+def test_csr_certificates_v1() -> None:
+    csr = _new("k8s.io.api.certificates.v1.CertificateSigningRequest")
+    csr.metadata.name = "alice"
+    csr.spec.request = b"-----BEGIN CERTIFICATE REQUEST-----\n"
+    csr.spec.signerName = "kubernetes.io/kube-apiserver-client"
+    csr.spec.expirationSeconds = 3600
+    csr.spec.usages.append("client auth")
+    csr.spec.extra["scopes"].items.extend(["a", "b"])
+    got = decode_object(encode_object(csr, api_version="certificates.k8s.io/v1",
+                                      kind="CertificateSigningRequest"))
+    assert got["spec"] == {
+        "request": base64.b64encode(b"-----BEGIN CERTIFICATE REQUEST-----\n").decode(),
+        "signerName": "kubernetes.io/kube-apiserver-client", "expirationSeconds": 3600,
+        "usages": ["client auth"], "extra": {"scopes": ["a", "b"]},
+    }
+
+
+def test_webhook_configuration_admissionregistration_v1() -> None:
+    """``Webhooks`` is declared with its Go name, and ``RuleWithOperations`` inlines ``Rule``."""
+    cfg = _new("k8s.io.api.admissionregistration.v1.ValidatingWebhookConfiguration")
+    cfg.metadata.name = "policy"
+    hook = cfg.Webhooks.add()
+    hook.name = "check.kubling.io"
+    hook.clientConfig.service.namespace = "default"
+    hook.clientConfig.service.name = "checker"
+    hook.clientConfig.service.port = 443
+    rule = hook.rules.add()
+    rule.operations.append("CREATE")
+    rule.rule.apiGroups.append("")
+    rule.rule.apiVersions.append("v1")
+    rule.rule.resources.append("pods")
+    hook.sideEffects = "None"
+    hook.timeoutSeconds = 5
+    hook.admissionReviewVersions.append("v1")
+    got = decode_object(encode_object(cfg, api_version="admissionregistration.k8s.io/v1",
+                                      kind="ValidatingWebhookConfiguration"))
+    assert got["webhooks"] == [{
+        "name": "check.kubling.io",
+        "clientConfig": {"service": {"namespace": "default", "name": "checker", "port": 443}},
+        "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                   "resources": ["pods"]}],
+        "sideEffects": "None", "timeoutSeconds": 5, "admissionReviewVersions": ["v1"],
+    }]
+
+
+def test_crd_apiextensions_v1() -> None:
+    crd = _new("k8s.io.apiextensions_apiserver.pkg.apis.apiextensions.v1.CustomResourceDefinition")
+    crd.metadata.name = "crontabs.stable.example.com"
+    crd.spec.group = "stable.example.com"
+    crd.spec.names.plural = "crontabs"
+    crd.spec.names.kind = "CronTab"
+    crd.spec.scope = "Namespaced"
+    version = crd.spec.versions.add()
+    version.name = "v1"
+    version.served = True
+    version.storage = True
+    version.subresources.status.SetInParent()
+    schema = version.schema.openAPIV3Schema
+    schema.type = "object"
+    spec = schema.properties["spec"]
+    spec.type = "object"
+    spec.properties["replicas"].type = "integer"
+    spec.properties["replicas"].minimum = 0
+    spec.properties["tags"].type = "array"
+    spec.properties["tags"].items.schema.type = "string"
+    spec.properties["tags"].xKubernetesListType = "set"
+    spec.properties["extra"].xKubernetesPreserveUnknownFields = True
+    rule = spec.xKubernetesValidations.add()
+    rule.rule = "self.replicas < 10"
+    got = decode_object(encode_object(crd, api_version="apiextensions.k8s.io/v1",
+                                      kind="CustomResourceDefinition"))
+    assert got["spec"]["versions"] == [{
+        "name": "v1", "served": True, "storage": True,
+        "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {
+            "type": "object",
+            "properties": {
+                "replicas": {"type": "integer", "minimum": 0.0},
+                "tags": {"type": "array", "items": {"type": "string"},
+                         "x-kubernetes-list-type": "set"},
+                "extra": {"x-kubernetes-preserve-unknown-fields": True},
+            },
+            "x-kubernetes-validations": [{"rule": "self.replicas < 10"}],
+        }}}},
+        "subresources": {"status": {}},
+    }]
+
+
+# -- /openapi/v2 as gnostic protobuf ---------------------------------------------------------
+
+_GNOSTIC_PRIMITIVES = {"string", "number", "integer", "boolean"}
+
+
+@pytest.fixture(scope="module")
+def openapi_v2() -> tuple[dict[str, Any], Any]:
+    """kubling's Swagger 2.0 JSON and its encoding parsed back through the gnostic classes."""
+    import orjson
+
+    from kubling.api.resources import Catalogue
+    from kubling.apiserver.openapi import OpenAPIDocuments
+
+    raw = OpenAPIDocuments(Catalogue()).v2()
+    doc = message_class("openapi.v2.Document").FromString(protobuf.openapi_v2_protobuf(raw))
+    return orjson.loads(raw), doc
+
+
+def _ext(msg: Any) -> dict[str, Any]:
+    """Vendor extensions decoded the way kube-openapi does (YAML-decoding ``Any.yaml``)."""
+    import yaml
+
+    return {e.name: yaml.safe_load(e.value.yaml) for e in msg.vendor_extension}
+
+
+def _definition(doc: Any, name: str) -> Any:
+    return next(d.value for d in doc.definitions.additional_properties if d.name == name)
+
+
+def _prop(schema: Any, name: str) -> Any:
+    return next(p.value for p in schema.properties.additional_properties if p.name == name)
+
+
+def test_openapi_v2_document_round_trip(openapi_v2: tuple[dict[str, Any], Any]) -> None:
+    source, doc = openapi_v2
+    assert doc.swagger == "2.0"
+    assert doc.info.title == "Kubernetes" and doc.info.version == source["info"]["version"]
+    names = [d.name for d in doc.definitions.additional_properties]
+    assert names == list(source["definitions"])
+    assert [p.name for p in doc.paths.path] == list(source["paths"])
+    deployment = _definition(doc, "io.k8s.api.apps.v1.Deployment")
+    assert list(deployment.type.value) == ["object"]
+    assert _ext(deployment)["x-kubernetes-group-version-kind"] == [
+        {"group": "apps", "kind": "Deployment", "version": "v1"}]
+    pod = _definition(doc, "io.k8s.api.core.v1.Pod")  # core group: "" must stay a string
+    assert _ext(pod)["x-kubernetes-group-version-kind"][0]["group"] == ""
+    spec = _prop(deployment, "spec")
+    assert spec._ref == "#/definitions/io.k8s.api.apps.v1.DeploymentSpec"
+    security = doc.security_definitions.additional_properties[0]
+    assert security.name == "BearerToken"
+    assert security.value.api_key_security.type == "apiKey"
+
+
+def test_openapi_v2_containers_carry_patch_extensions(
+        openapi_v2: tuple[dict[str, Any], Any]) -> None:
+    _, doc = openapi_v2
+    pod_spec = _definition(doc, "io.k8s.api.core.v1.PodSpec")
+    containers = _prop(pod_spec, "containers")
+    assert list(containers.type.value) == ["array"]
+    assert [s._ref for s in containers.items.schema] == ["#/definitions/io.k8s.api.core.v1.Container"]
+    ext = _ext(containers)
+    assert ext["x-kubernetes-patch-merge-key"] == "name"
+    assert ext["x-kubernetes-patch-strategy"] == "merge"
+    assert ext["x-kubernetes-list-type"] == "map"
+    assert ext["x-kubernetes-list-map-keys"] == ["name"]
+    # reached from the Deployment schema the way apply's patch-meta lookup walks it
+    template = _prop(_definition(doc, "io.k8s.api.apps.v1.DeploymentSpec"), "template")
+    assert template._ref == "#/definitions/io.k8s.api.core.v1.PodTemplateSpec"
+    labels = _prop(_definition(doc, "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"), "labels")
+    assert list(labels.type.value) == ["object"]
+    assert list(labels.additional_properties.schema.type.value) == ["string"]
+
+
+def test_openapi_v2_patch_operations_declare_field_validation(
+        openapi_v2: tuple[dict[str, Any], Any]) -> None:
+    """client-go's ``supportsQueryParam``: a PATCH tagged with the GVK, ``fieldValidation``."""
+    import yaml
+
+    _, doc = openapi_v2
+    kinds = set()
+    for named in doc.paths.path:
+        op = named.value.patch
+        gvk = [e for e in op.vendor_extension if e.name == "x-kubernetes-group-version-kind"]
+        if not gvk:
+            continue
+        value = yaml.safe_load(gvk[0].value.yaml)
+        assert all(isinstance(v, str) for v in value.values())
+        params = [p.parameter.non_body_parameter.query_parameter_sub_schema.name
+                  for p in op.parameters]
+        assert "fieldValidation" in params, named.name
+        kinds.add((value["group"], value["version"], value["kind"]))
+        body = op.parameters[0].parameter.body_parameter
+        assert body.name == "body" and body.required and body.schema._ref
+        assert [r.name for r in op.responses.response_code][:1] == ["200"]
+    assert {("apps", "v1", "Deployment"), ("", "v1", "ConfigMap")} <= kinds
+
+
+def _gnostic_parse(schema: Any, names: set[str], path: str, problems: list[str]) -> None:
+    """kube-openapi ``proto.Definitions.ParseSchema``'s rules; breaking one fails kubectl."""
+    types = list(schema.type.value)
+    if schema._ref:
+        if types or schema.properties.additional_properties:
+            problems.append(f"{path}: $ref with a type or properties")
+        if schema._ref.removeprefix("#/definitions/") not in names:
+            problems.append(f"{path}: dangling {schema._ref}")
+        return
+    if len(types) > 1:
+        problems.append(f"{path}: several types")
+    elif types == ["array"]:
+        if len(schema.items.schema) != 1:
+            problems.append(f"{path}: array without exactly one items schema")
+        else:
+            _gnostic_parse(schema.items.schema[0], names, path + "[]", problems)
+    elif types == ["object"] or (not types and schema.HasField("properties")):
+        if schema.HasField("properties"):
+            for prop in schema.properties.additional_properties:
+                _gnostic_parse(prop.value, names, f"{path}.{prop.name}", problems)
+        elif schema.additional_properties.HasField("schema"):
+            _gnostic_parse(schema.additional_properties.schema, names, path + "{}", problems)
+    elif types and types[0] not in _GNOSTIC_PRIMITIVES:
+        problems.append(f"{path}: unknown primitive {types[0]!r}")
+
+
+def test_openapi_v2_definitions_parse_like_kube_openapi(
+        openapi_v2: tuple[dict[str, Any], Any]) -> None:
+    _, doc = openapi_v2
+    names = {d.name for d in doc.definitions.additional_properties}
+    problems: list[str] = []
+    for named in doc.definitions.additional_properties:
+        _gnostic_parse(named.value, names, named.name, problems)
+    assert problems == []
+
+
+def test_openapi_v2_encoding_is_cached_per_document() -> None:
+    doc = {"swagger": "2.0", "info": {"title": "t", "version": "1"}, "paths": {},
+           "definitions": {"x": {"type": "object", "properties": {}}}}
+    raw = json.dumps(doc).encode()
+    first = protobuf.openapi_v2_protobuf(raw)
+    assert protobuf.openapi_v2_protobuf(raw) is first
+    assert protobuf.openapi_v2_protobuf(bytes(raw)) is first  # equal bytes, same encoding
+    other = protobuf.openapi_v2_protobuf(raw.replace(b'"t"', b'"u"'))
+    assert other != first
+    parsed = message_class("openapi.v2.Document").FromString(first)
+    empty = parsed.definitions.additional_properties[0].value
+    assert empty.HasField("properties")  # an empty "properties" still marks a kind
+
+
+def test_openapi_v2_parameters_and_schema_members() -> None:
+    doc = {
+        "swagger": "2.0",
+        "paths": {"/x/{name}": {
+            "parameters": [{"name": "name", "in": "path", "required": True, "type": "string"}],
+            "get": {"parameters": [
+                {"name": "limit", "in": "query", "type": "integer", "minimum": 1},
+                {"name": "ids", "in": "query", "type": "array", "items": {"type": "string"},
+                 "collectionFormat": "csv"},
+                {"$ref": "#/parameters/pretty"},
+            ], "responses": {"200": {"description": "OK", "schema": {"type": "string"}}}},
+        }},
+        "parameters": {"pretty": {"name": "pretty", "in": "query", "type": "string"}},
+        "definitions": {"s": {"type": "object", "additionalProperties": False,
+                              "enum": [{"a": 1}], "default": {"a": 1}, "x-y": None}},
+    }
+    parsed = message_class("openapi.v2.Document").FromString(protobuf.encode_openapi_v2(doc))
+    item = parsed.paths.path[0].value
+    path_param = item.parameters[0].parameter.non_body_parameter.path_parameter_sub_schema
+    assert (path_param.name, path_param.required, path_param.type) == ("name", True, "string")
+    limit, ids, ref = item.get.parameters
+    query = limit.parameter.non_body_parameter.query_parameter_sub_schema
+    assert (query.name, query.type, query.minimum) == ("limit", "integer", 1.0)
+    ids_q = ids.parameter.non_body_parameter.query_parameter_sub_schema
+    assert (ids_q.items.type, ids_q.collection_format) == ("string", "csv")
+    assert ref.json_reference._ref == "#/parameters/pretty"
+    assert parsed.parameters.additional_properties[0].name == "pretty"
+    schema = parsed.definitions.additional_properties[0].value
+    assert schema.additional_properties.HasField("boolean")
+    assert not schema.additional_properties.boolean
+    assert [json.loads(e.yaml) for e in schema.enum] == [{"a": 1}]
+    assert json.loads(schema.default.yaml) == {"a": 1}
+    assert _ext(schema) == {"x-y": None}

@@ -270,7 +270,7 @@ def test_version_skew_kubectl_reads_and_writes(kubling: KublingServer, binary: s
 
 
 def test_oldest_kubectl_reads(kubling: KublingServer) -> None:
-    """kubectl 1.27 reads; its writes need OpenAPI v2 as protobuf (the next issue)."""
+    """kubectl 1.27 reads too (its writes are covered in test_kubectl_old_versions.py)."""
     kubectl = _versioned("kubectl.1.27")
     out = kubling.kubectl("get", "ns", "default", "-o", "name", binary=kubectl).stdout
     assert out.strip() == "namespace/default"

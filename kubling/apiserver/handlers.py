@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
-from kubling.api import labels, meta, patch, schema, tables
+from kubling.api import fieldmanager, labels, meta, patch, schema, tables
 from kubling.api.meta import Object
 from kubling.api.resources import ResourceType
 from kubling.apiserver import errors, negotiation, watchcache
@@ -58,6 +58,23 @@ def raw_json_response(body: bytes, *, status: int = 200, content_type: str = "ap
         # aiohttp splits parameters off content_type; aggregated discovery needs them.
         resp.headers["Content-Type"] = content_type
     return resp
+
+
+def field_manager(request: web.Request, options_kind: str) -> str:
+    """The ``fieldManager`` of a write: the parameter, else the User-Agent's product name."""
+    manager = request.query.get("fieldManager")
+    if manager is None:
+        return fieldmanager.default_manager(request.headers.get("User-Agent", ""))
+    problem = fieldmanager.validate_field_manager(manager)
+    if problem:
+        raise _options_invalid(options_kind, problem)
+    return manager
+
+
+def _options_invalid(options_kind: str, problem: str) -> errors.APIError:
+    return errors.APIError(422, "Invalid",
+                           f'{options_kind}.meta.k8s.io "" is invalid: {problem}',
+                           details={"group": "meta.k8s.io", "kind": options_kind})
 
 
 def _dry_run(query: Mapping[str, str]) -> bool:
@@ -254,7 +271,9 @@ class ResourceHandlers:
             if not namespace:
                 raise errors.path_not_found()
         store.strategy.default(obj)
-        created = await store.create(obj, namespace=namespace, dry_run=_dry_run(request.query))
+        manager = field_manager(request, "CreateOptions")
+        created = await store.create(obj, namespace=namespace, dry_run=_dry_run(request.query),
+                                     manager=manager)
         return self._respond(request, store, created, 201, warnings)
 
     async def _update(self, request: web.Request, info: RequestInfo, rt: ResourceType,
@@ -263,7 +282,8 @@ class ResourceHandlers:
         self._check_namespace(rt, obj, namespace)
         store.strategy.default(obj)
         updated, created = await store.update(
-            namespace, info.name, obj, dry_run=_dry_run(request.query)
+            namespace, info.name, obj, dry_run=_dry_run(request.query),
+            manager=field_manager(request, "UpdateOptions"),
         )
         return self._respond(request, store, updated, 201 if created else 200, warnings)
 
@@ -278,6 +298,12 @@ class ResourceHandlers:
 
     async def _patch(self, request: web.Request, info: RequestInfo, rt: ResourceType,
                      store: Store, namespace: str) -> web.StreamResponse:
+        media = negotiation.parse_media_type(request.headers.get("Content-Type", "")).type
+        if media == negotiation.APPLY_PATCH:
+            return await self._server_side_apply(request, info, store, namespace)
+        if request.query.get("force") is not None:
+            raise _options_invalid("PatchOptions",
+                                   "force: Forbidden: may not be specified for non-apply patch")
         transform, warnings = await self._patch_transform(request, rt, store.strategy)
 
         async def apply(current: Object) -> Object:
@@ -287,8 +313,72 @@ class ResourceHandlers:
             return patched
 
         updated = await store.guaranteed_update(
-            namespace, info.name, apply, dry_run=_dry_run(request.query)
+            namespace, info.name, apply, dry_run=_dry_run(request.query),
+            manager=field_manager(request, "PatchOptions"),
         )
+        return self._respond(request, store, updated, 200, warnings)
+
+    async def _server_side_apply(self, request: web.Request, info: RequestInfo, store: Store,
+                                 namespace: str) -> web.StreamResponse:
+        """PATCH application/apply-patch+yaml: merge the configuration, track ownership,
+        refuse conflicts unless forced; a missing object is created (201)."""
+        rt = store.rt
+        manager = request.query.get("fieldManager", "")
+        problem = fieldmanager.validate_field_manager(manager, apply=True)
+        if problem:
+            raise _options_invalid("PatchOptions", problem)
+        force = (request.query.get("force") or "false").lower() == "true"
+        body = await self._read_body(request)
+        config = negotiation.decode_body(body, negotiation.YAML)
+        if not isinstance(config, dict):
+            raise errors.bad_request("the apply configuration must be an object")
+        if config.get("apiVersion") != rt.api_version or config.get("kind") != rt.kind:
+            raise errors.bad_request(
+                f"the apply configuration's apiVersion/kind ({config.get('apiVersion')}/"
+                f"{config.get('kind')}) does not match the endpoint ({rt.api_version}/{rt.kind})"
+            )
+        md = config.get("metadata")
+        if not isinstance(md, dict) or md.get("name", info.name) != info.name:
+            raise errors.bad_request(
+                "the name of the object in the apply configuration does not match the name "
+                f"on the URL ({info.name})")
+        self._check_namespace(rt, config, namespace)
+        checked = orjson.loads(orjson.dumps(config))
+        warnings = self._check_schema(request, store.strategy, checked)
+        strategy = store.strategy
+        dry_run = _dry_run(request.query)
+
+        def merge(live: Object | None) -> Object:
+            try:
+                merged = fieldmanager.apply(
+                    live, config, manager=manager, force=force,
+                    definition=strategy.field_definition(), now=meta.now(),
+                    ignored=strategy.reset_fields())
+            except fieldmanager.ConflictError as err:
+                details: dict[str, Any] = {"name": info.name}
+                if rt.group:
+                    details["group"] = rt.group
+                details["kind"] = rt.plural
+                details["causes"] = err.causes
+                raise errors.APIError(409, "Conflict", err.message, details=details) from None
+            except fieldmanager.FieldManagerError as err:
+                raise errors.APIError(err.code, "BadRequest" if err.code == 400 else "",
+                                      err.message) from None
+            strategy.default(merged)
+            return merged
+
+        if await store.backend.get(store.key(namespace, info.name)) is None:
+            try:
+                created = await store.create(merge(None), namespace=namespace, dry_run=dry_run)
+                return self._respond(request, store, created, 201, warnings)
+            except errors.APIError as err:
+                if err.reason != "AlreadyExists":
+                    raise  # else another writer created it meanwhile: apply onto theirs
+
+        async def apply(current: Object) -> Object:
+            return merge(current)
+
+        updated = await store.guaranteed_update(namespace, info.name, apply, dry_run=dry_run)
         return self._respond(request, store, updated, 200, warnings)
 
     async def _patch_transform(
@@ -304,10 +394,11 @@ class ResourceHandlers:
                 "include: " + ", ".join(_PATCH_TYPES),
             )
         if media == negotiation.APPLY_PATCH:
+            # Only the main resource takes apply configurations here (not /status, /scale).
             raise errors.APIError(
                 415, "UnsupportedMediaType",
-                "server-side apply is not supported by this server yet; use client-side "
-                "kubectl apply",
+                "server-side apply is supported on the main resource only; use a merge patch "
+                "for subresources",
             )
         kind, api_version = rt.kind, rt.api_version
         definition = schema.definition_for(rt.group, rt.version, kind)

@@ -17,6 +17,7 @@ from kubling.apiserver import errors
 from kubling.apiserver.handlers import (
     ResourceHandlers,
     _dry_run,
+    field_manager,
     json_response,
     label_selector_string,
 )
@@ -75,6 +76,7 @@ class APIHandlers(ResourceHandlers):
             obj, warnings = await self._read_object(request, rt, store.strategy)
             self._check_namespace(rt, obj, namespace)
             updated, _ = await store.update(namespace, info.name, obj, strategy=strategy,
+                                            manager=field_manager(request, "UpdateOptions"),
                                             dry_run=_dry_run(request.query))
             return self._respond(request, store, updated, 200, warnings)
         transform, warnings = await self._patch_transform(request, rt, store.strategy)
@@ -84,6 +86,7 @@ class APIHandlers(ResourceHandlers):
             return patched
 
         updated = await store.guaranteed_update(namespace, info.name, apply, strategy=strategy,
+                                                manager=field_manager(request, "PatchOptions"),
                                                 dry_run=_dry_run(request.query))
         return self._respond(request, store, updated, 200, warnings)
 
@@ -119,8 +122,11 @@ class APIHandlers(ResourceHandlers):
                 current["metadata"].pop("resourceVersion", None)
             return current
 
+        options = "UpdateOptions" if info.verb == "update" else "PatchOptions"
         updated = await store.guaranteed_update(namespace, info.name, apply,
-                                                dry_run=_dry_run(request.query))
+                                                dry_run=_dry_run(request.query),
+                                                manager=field_manager(request, options),
+                                                subresource="scale")
         return json_response(scale_of(updated))
 
     async def _binding(self, request: web.Request, info: RequestInfo, store: Store,

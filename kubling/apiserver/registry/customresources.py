@@ -15,7 +15,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from kubling.api import crdschema, field, names, tables
+from kubling.api import crdschema, field, fieldmanager, names, tables
 from kubling.api.meta import Object
 from kubling.api.printers import custom
 from kubling.api.resources import Catalogue, ResourceType
@@ -42,6 +42,9 @@ class CustomResourceStrategy(Strategy):
 
     def printer(self) -> tuple[list[tables.Column], tables.RowFunc]:
         return self._printer
+
+    def field_definition(self) -> str | fieldmanager.Schema | None:
+        return fieldmanager.custom_schema(self.schema) if self.schema else None
 
     def default(self, obj: Object) -> None:
         crdschema.apply_defaults(obj, self.schema)

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from kubling import storage
-from kubling.api import meta
+from kubling.api import fieldmanager, meta
 from kubling.api.meta import Object
 from kubling.api.resources import ResourceType
 from kubling.apiserver import errors, watchcache
@@ -142,7 +142,10 @@ class Store:
         return self.load(kv)
 
     # -- create ---------------------------------------------------------------------------
-    async def create(self, obj: Object, *, namespace: str, dry_run: bool = False) -> Object:
+    async def create(self, obj: Object, *, namespace: str, dry_run: bool = False,
+                     manager: str | None = None) -> Object:
+        """Store a new object. ``manager`` records the write in ``managedFields`` (None: the
+        caller has already, as server-side apply does, or the write is the server's own)."""
         md = meta.metadata(obj)
         if md.get("resourceVersion"):
             raise errors.bad_request("resourceVersion should not be set on objects to be created")
@@ -155,6 +158,8 @@ class Store:
         generate = not md.get("name") and bool(md.get("generateName"))
         if generate:
             md["name"] = self._generated_name(md["generateName"])
+        if manager is not None:
+            self._track(None, obj, manager, self.strategy)
         errs = self.strategy.validate(obj)
         if errs:
             raise self._invalid(meta.name_of(obj), errs)
@@ -220,6 +225,7 @@ class Store:
         *,
         strategy: Strategy | None = None,
         dry_run: bool = False,
+        manager: str | None = None,
     ) -> tuple[Object, bool]:
         """Replace the object (PUT). Returns the stored object and whether it was created."""
         md = meta.metadata(obj)
@@ -241,13 +247,14 @@ class Store:
         try:
             result = await self.guaranteed_update(
                 namespace, name, replace, strategy=strategy, dry_run=dry_run,
-                expected_rv=wanted_rv,
+                expected_rv=wanted_rv, manager=manager,
             )
         except errors.APIError as err:
             if err.code != 404 or not (strategy or self.strategy).allow_create_on_update:
                 raise
             md.pop("resourceVersion", None)
-            return await self.create(obj, namespace=namespace, dry_run=dry_run), True
+            return await self.create(obj, namespace=namespace, dry_run=dry_run,
+                                     manager=manager), True
         return result, False
 
     async def guaranteed_update(
@@ -259,6 +266,8 @@ class Store:
         strategy: Strategy | None = None,
         dry_run: bool = False,
         expected_rv: str = "",
+        manager: str | None = None,
+        subresource: str | None = None,
     ) -> Object:
         """Read, transform, validate, compare-and-swap; retry on a race with other writers.
 
@@ -283,8 +292,12 @@ class Store:
             if errs:
                 raise self._invalid(name, errs)
             new_md["resourceVersion"] = str(kv.mod_revision)
+            if "managedFields" not in new_md and "managedFields" in old["metadata"]:
+                new_md["managedFields"] = old["metadata"]["managedFields"]
             if new == old:
                 return old  # nothing changed: no write, no event (as upstream)
+            if manager is not None:
+                self._track(old, new, manager, strat, subresource)
             if new_md.get("deletionTimestamp") and not self.strategy.pending_finalizers(new):
                 if dry_run:
                     return new
@@ -309,6 +322,20 @@ class Store:
                 raise self.not_found(name) from None
             return _with_revision(new, stored.mod_revision)
         raise self._conflict(name, "too many concurrent writers; please try again")
+
+    def _track(self, old: Object | None, new: Object, manager: str, strat: Strategy,
+               subresource: str | None = None) -> None:
+        """Give the fields this write changed to ``manager`` in ``managedFields``."""
+        try:
+            fieldmanager.update_managed_fields(
+                old, new, manager=manager, definition=strat.field_definition(),
+                now=meta.now(),
+                subresource=strat.subresource if subresource is None else subresource,
+                ignored=strat.reset_fields(),
+            )
+        except fieldmanager.FieldManagerError as err:
+            raise errors.APIError(err.code, "BadRequest" if err.code == 400 else "",
+                                  err.message) from None
 
     def _carry_meta(self, new: dict[str, Any], old: dict[str, Any], name: str) -> None:
         """Keep what only the server sets; a different uid is a precondition failure."""

@@ -11,7 +11,16 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kubling.api import conversion, defaults, field, names, schema, tables, validation
+from kubling.api import (
+    conversion,
+    defaults,
+    field,
+    fieldmanager,
+    names,
+    schema,
+    tables,
+    validation,
+)
 from kubling.api.meta import Object
 from kubling.api.resources import ResourceType
 
@@ -70,6 +79,17 @@ class Strategy:
             return None, []
         message = schema.decode_error_message(self.rt.kind, self.rt.version, problems)
         return message, schema.unknown_field_warnings(problems)
+
+    #: The subresource this strategy serves ("" for the main resource), for managedFields.
+    subresource = ""
+
+    def field_definition(self) -> str | fieldmanager.Schema | None:
+        """The schema server-side apply merges with (list keys, atomic maps)."""
+        return schema.definition_for(self.rt.group, self.rt.version, self.rt.kind)
+
+    def reset_fields(self) -> fieldmanager.FieldSet | None:
+        """Fields this endpoint ignores, so nobody comes to own them by writing here."""
+        return fieldmanager.paths("status") if self.has_status else None
 
     def printer(self) -> tuple[list[tables.Column], tables.RowFunc]:
         """The Table columns of this kind (what ``kubectl get`` shows)."""
@@ -153,6 +173,14 @@ class Strategy:
 
 class StatusStrategy(Strategy):
     """The ``status`` subresource: only status changes; spec and metadata are kept."""
+
+    subresource = "status"
+
+    def reset_fields(self) -> fieldmanager.FieldSet | None:
+        return fieldmanager.paths("spec", "metadata.labels", "metadata.annotations")
+
+    def field_definition(self) -> str | fieldmanager.Schema | None:
+        return self.parent.field_definition()
 
     def __init__(self, parent: Strategy) -> None:
         super().__init__(parent.rt)

@@ -130,9 +130,11 @@ class KublingServer:
         return client.ApiClient(configuration)
 
     def ssl_context(self) -> ssl.SSLContext:
-        from kubling.apiserver import kubeconfig
+        from kubling.client import config
 
-        return kubeconfig.client_ssl_context(kubeconfig.load_kubeconfig(self.kubeconfig))
+        context = config.ssl_context(config.load_kubeconfig(self.kubeconfig))
+        assert context is not None
+        return context
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from kubling.apiserver import kubeconfig, pki
+from kubling.client import config
 
 SERVER = "https://127.0.0.1:6443"
 
@@ -47,73 +48,27 @@ def test_mode_defaults_to_0600_and_can_be_changed(
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
-def test_loads_back(tmp_path: Path, cluster_pki: pki.ClusterPKI) -> None:
+def test_loads_back_with_the_client(tmp_path: Path, cluster_pki: pki.ClusterPKI) -> None:
+    """kubling's own client reads what the server writes (one loader: kubling.client)."""
     path = tmp_path / "kubeconfig.yaml"
     kubeconfig.write_admin_kubeconfig(path, server=SERVER, pki=cluster_pki, cluster_name="lab")
-    creds = kubeconfig.load_kubeconfig(path)
-    assert creds == kubeconfig.KubeconfigCredentials(
-        server=SERVER,
-        ca_pem=cluster_pki.ca_cert.read_bytes(),
-        client_cert_pem=cluster_pki.admin_cert.read_bytes(),
-        client_key_pem=cluster_pki.admin_key.read_bytes(),
-        token=None,
-    )
-    assert kubeconfig.client_ssl_context(creds).verify_mode.name == "CERT_REQUIRED"
-
-
-def test_loads_token_and_file_references(tmp_path: Path, cluster_pki: pki.ClusterPKI) -> None:
-    (tmp_path / "ca.crt").write_bytes(cluster_pki.ca_cert.read_bytes())
-    path = tmp_path / "config"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "current-context": "b",
-                "contexts": [
-                    {"name": "a", "context": {"cluster": "x", "user": "x"}},
-                    {"name": "b", "context": {"cluster": "c", "user": "u"}},
-                ],
-                "clusters": [
-                    {"name": "c", "cluster": {"server": SERVER, "certificate-authority": "ca.crt"}}
-                ],
-                "users": [{"name": "u", "user": {"token": "abc.def"}}],
-            }
-        )
-    )
-    creds = kubeconfig.load_kubeconfig(path)
-    assert creds.token == "abc.def"
-    assert creds.ca_pem == cluster_pki.ca_cert.read_bytes()
-    assert creds.client_cert_pem is None and creds.client_key_pem is None
-    with pytest.raises(kubeconfig.KubeconfigError, match="no entry 'x' in clusters"):
-        kubeconfig.load_kubeconfig(path, context="a")
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        ("- a list", "expected a mapping"),
-        ("kind: Config", "no current-context"),
-        ("current-context: a\ncontexts: []", "no entry 'a' in contexts"),
-        (":\n  - [", "cannot read kubeconfig"),
-    ],
-)
-def test_malformed(tmp_path: Path, content: str, message: str) -> None:
-    path = tmp_path / "config"
-    path.write_text(content)
-    with pytest.raises(kubeconfig.KubeconfigError, match=message):
-        kubeconfig.load_kubeconfig(path)
-
-
-def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(kubeconfig.KubeconfigError, match="cannot read kubeconfig"):
-        kubeconfig.load_kubeconfig(tmp_path / "nope")
+    cfg = config.load_kubeconfig(path)
+    assert cfg.server == SERVER
+    assert cfg.ca_pem == cluster_pki.ca_cert.read_bytes()
+    assert cfg.client_cert_pem == cluster_pki.admin_cert.read_bytes()
+    assert cfg.client_key_pem == cluster_pki.admin_key.read_bytes()
+    assert cfg.token is None
+    context = config.ssl_context(cfg)
+    assert context is not None and context.verify_mode.name == "CERT_REQUIRED"
 
 
 def test_official_client_reads_it(tmp_path: Path, cluster_pki: pki.ClusterPKI) -> None:
-    client = pytest.importorskip("kubernetes.client")
-    config = pytest.importorskip("kubernetes.config")
+    from kubernetes import client as k8s_client
+    from kubernetes import config as k8s_config
+
     path = tmp_path / "kubeconfig.yaml"
     kubeconfig.write_admin_kubeconfig(path, server=SERVER, pki=cluster_pki)
-    configuration = client.Configuration()
-    config.load_kube_config(config_file=str(path), client_configuration=configuration)
+    configuration = k8s_client.Configuration()
+    k8s_config.load_kube_config(config_file=str(path), client_configuration=configuration)
     assert configuration.host == SERVER
     assert configuration.cert_file and configuration.key_file and configuration.ssl_ca_cert

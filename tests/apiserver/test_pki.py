@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509 import oid
 
 from kubling.apiserver import kubeconfig, pki
+from kubling.client import config as client_config
 
 IPS = ["127.0.0.1", "10.43.0.1", "192.168.1.10"]
 
@@ -250,7 +251,7 @@ def handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> ServerV
 def admin_client_context(tmp_path: Path, p: pki.ClusterPKI) -> ssl.SSLContext:
     path = tmp_path / "kubeconfig.yaml"
     kubeconfig.write_admin_kubeconfig(path, server="https://127.0.0.1:6443", pki=p)
-    ctx = kubeconfig.client_ssl_context(kubeconfig.load_kubeconfig(path))
+    ctx = client_config.ssl_context(client_config.load_kubeconfig(path))
     ctx.set_alpn_protocols(["h2", "http/1.1"])  # what kubectl offers
     return ctx
 

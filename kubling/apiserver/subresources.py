@@ -13,7 +13,7 @@ from aiohttp import web
 from kubling.api import meta
 from kubling.api.meta import Object
 from kubling.api.resources import ResourceType
-from kubling.apiserver import errors
+from kubling.apiserver import errors, eviction
 from kubling.apiserver.handlers import (
     ResourceHandlers,
     _dry_run,
@@ -170,12 +170,16 @@ class APIHandlers(ResourceHandlers):
     async def _eviction(self, request: web.Request, info: RequestInfo, store: Store,
                         namespace: str) -> web.StreamResponse:
         eviction_rt = ResourceType("policy", "v1", "Eviction", "evictions", "eviction", True)
-        eviction, _ = await self._read_object(request, eviction_rt)
-        opts = eviction.get("deleteOptions") or {}
+        body, _ = await self._read_object(request, eviction_rt)
+        opts = body.get("deleteOptions") or {}
         grace = opts.get("gracePeriodSeconds") if isinstance(opts, dict) else None
+        dry_run = _dry_run(request.query)
+        pod = await store.get(namespace, info.name)
+        pdb_type = self.registry.catalogue.lookup("policy", "v1", "poddisruptionbudgets")
+        if pdb_type is not None:
+            await eviction.check_budget(self.registry.store(pdb_type), pod, dry_run=dry_run)
         await store.delete(namespace, info.name,
-                           DeleteOptions(grace_period_seconds=grace,
-                                         dry_run=_dry_run(request.query)))
+                           DeleteOptions(grace_period_seconds=grace, dry_run=dry_run))
         return json_response(_success(), status=201)
 
     async def _finalize(self, request: web.Request, info: RequestInfo, rt: ResourceType,

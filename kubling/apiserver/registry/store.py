@@ -56,6 +56,21 @@ class DeleteResult:
     deleted: bool
 
 
+#: The finalizer each propagation policy leaves for the garbage collector to honour.
+_PROPAGATION_FINALIZERS = {"Orphan": "orphan", "Foreground": "foregroundDeletion"}
+
+
+def _propagation_finalizer(md: dict[str, Any], policy: str | None) -> None:
+    """``Orphan`` and ``Foreground`` deletions are finished by the garbage collector: mark
+    the object with the matching finalizer (and drop the other one), as upstream."""
+    wanted = _PROPAGATION_FINALIZERS.get(policy or "")
+    if wanted is None:
+        return
+    finalizers = [f for f in md.get("finalizers") or []
+                  if f not in _PROPAGATION_FINALIZERS.values()]
+    md["finalizers"] = [*finalizers, wanted]
+
+
 def encode(obj: Object) -> bytes:
     """The stored form: the object without its ``resourceVersion`` (that is the revision)."""
     md = obj.get("metadata")
@@ -368,6 +383,7 @@ class Store:
             obj = self.load(kv)
             self._check_preconditions(obj, name, options.preconditions)
             md = obj["metadata"]
+            _propagation_finalizer(md, options.propagation_policy)
             grace = self.strategy.grace_period(obj, options.grace_period_seconds)
             if self.strategy.pending_finalizers(obj) or grace > 0:
                 if md.get("deletionTimestamp") and grace <= 0:

@@ -301,3 +301,30 @@ def test_hpa_v1_and_v2_are_one_object() -> None:
         assert (await v1.get("default", "h"))["spec"]["targetCPUUtilizationPercentage"] == 60
 
     run(body)
+
+
+def test_graceful_pod_deletion_until_the_node_confirms() -> None:
+    async def body(reg: Registry) -> None:
+        pods = store_of(reg, "", "v1", "pods")
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+               "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}}
+        await create(pods, pod)
+        first = await pods.delete("default", "p", DeleteOptions())
+        assert not first.deleted
+        assert first.obj["metadata"]["deletionGracePeriodSeconds"] == 30
+        again = await pods.delete("default", "p", DeleteOptions(grace_period_seconds=60))
+        assert not again.deleted  # a second delete never lengthens the grace period
+        assert again.obj["metadata"]["deletionGracePeriodSeconds"] == 30
+
+        async def status(o: dict[str, Any]) -> dict[str, Any]:
+            o["metadata"].setdefault("labels", {})["x"] = "y"
+            return o
+
+        await pods.guaranteed_update("default", "p", status)  # still there while terminating
+        assert (await pods.get("default", "p"))["metadata"]["labels"] == {"x": "y"}
+        done = await pods.delete("default", "p", DeleteOptions(grace_period_seconds=0))
+        assert done.deleted
+        with pytest.raises(errors.APIError):
+            await pods.get("default", "p")
+
+    run(body)

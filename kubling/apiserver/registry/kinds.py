@@ -55,12 +55,6 @@ class PodStrategy(Strategy):
         default = spec.get("terminationGracePeriodSeconds", 30)
         return int(default) if isinstance(default, int) else 30
 
-    def pending_finalizers(self, obj: Object) -> bool:
-        if super().pending_finalizers(obj):
-            return True
-        # A pod marked with a grace period stays until its node confirms it stopped.
-        md = obj["metadata"]
-        return bool(md.get("deletionTimestamp")) and md.get("deletionGracePeriodSeconds", 0) > 0
 
 
 class NamespaceStrategy(Strategy):

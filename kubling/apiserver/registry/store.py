@@ -71,6 +71,13 @@ def _propagation_finalizer(md: dict[str, Any], policy: str | None) -> None:
     md["finalizers"] = [*finalizers, wanted]
 
 
+def _shortens(md: dict[str, Any], grace: int) -> bool:
+    """Whether a new delete asks for less time than the deletion already under way has
+    left (upstream lets a second delete shorten a grace period, never lengthen it)."""
+    current = md.get("deletionGracePeriodSeconds")
+    return isinstance(current, int) and grace < current
+
+
 def encode(obj: Object) -> bytes:
     """The stored form: the object without its ``resourceVersion`` (that is the revision)."""
     md = obj.get("metadata")
@@ -313,7 +320,8 @@ class Store:
                 return old  # nothing changed: no write, no event (as upstream)
             if manager is not None:
                 self._track(old, new, manager, strat, subresource)
-            if new_md.get("deletionTimestamp") and not self.strategy.pending_finalizers(new):
+            if (new_md.get("deletionTimestamp") and not self.strategy.pending_finalizers(new)
+                    and not new_md.get("deletionGracePeriodSeconds")):
                 if dry_run:
                     return new
                 try:
@@ -386,7 +394,7 @@ class Store:
             _propagation_finalizer(md, options.propagation_policy)
             grace = self.strategy.grace_period(obj, options.grace_period_seconds)
             if self.strategy.pending_finalizers(obj) or grace > 0:
-                if md.get("deletionTimestamp") and grace <= 0:
+                if md.get("deletionTimestamp") and not _shortens(md, grace):
                     return DeleteResult(obj, False)  # already being deleted
                 marked = self._mark_deleting(obj, grace)
                 if options.dry_run:
@@ -410,11 +418,10 @@ class Store:
         raise self._conflict(name, "too many concurrent writers; please try again")
 
     def _mark_deleting(self, obj: Object, grace: int) -> Object:
+        """Set deletionTimestamp to when the grace period ends (first mark or shortening)."""
         md = obj["metadata"]
         when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=max(grace, 0))
-        stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ")
-        if not md.get("deletionTimestamp") or grace > 0:
-            md["deletionTimestamp"] = stamp
+        md["deletionTimestamp"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
         md["deletionGracePeriodSeconds"] = max(grace, 0)
         self.strategy.mark_deleting(obj)
         return obj

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import logging
@@ -22,6 +23,11 @@ from typing import Any
 
 from kubling.apiserver import server
 from kubling.cli import hostinfo, logs, options
+from kubling.client import config as client_config
+from kubling.client import rest
+from kubling.controllers import manager
+from kubling.node import simulated as simulated_nodes
+from kubling.scheduler import runner
 
 log = logging.getLogger("kubling.server")
 
@@ -60,6 +66,14 @@ def build_parser(prog: str = "kubling server") -> argparse.ArgumentParser:
                         help="also write the admin kubeconfig to this path")
     parser.add_argument("--write-kubeconfig-mode", default="0600",
                         help="file mode of --write-kubeconfig (default %(default)s)")
+    parser.add_argument("--controllers", default="*",
+                        help="controllers to run, kube-controller-manager style: '*' for all, "
+                        "'*,-name' to leave one out, '' for none (default %(default)s)")
+    parser.add_argument("--disable-scheduler", action="store_true",
+                        help="do not run the scheduler (pods stay Pending unless bound)")
+    parser.add_argument("--simulated-nodes", type=int, default=0, metavar="N",
+                        help="also register N simulated nodes (no containers; pods bound to "
+                        "them run and complete as on a real node) for tests and scale")
     parser.add_argument("--log-format", choices=("text", "json"), default="text",
                         help="log line format (default %(default)s)")
     parser.add_argument("-v", "--verbosity", action="count", default=0,
@@ -111,7 +125,17 @@ def main(argv: Sequence[str]) -> int:
         hostnames=tuple([socket.gethostname(), *sans]),
     )
     try:
-        return _run(config, write_kubeconfig=args.write_kubeconfig, mode=mode)
+        controllers = manager.parse_selection(args.controllers, manager.CONTROLLERS)
+    except ValueError as err:
+        parser.error(f"--controllers: {err}")
+    if args.simulated_nodes < 0:
+        parser.error("--simulated-nodes: must be 0 or more")
+    simulated = simulated_nodes.SimulatedNodeConfig(count=args.simulated_nodes,
+                                                    pod_cidr=args.cluster_cidr)
+    try:
+        return _run(config, write_kubeconfig=args.write_kubeconfig, mode=mode,
+                    controllers=controllers, simulated=simulated,
+                    scheduler=not args.disable_scheduler)
     except KeyboardInterrupt:
         return 0
 
@@ -128,15 +152,20 @@ def _print_phase(name: str, seconds: float) -> None:
     print(f"kubling: {name:<13} {seconds * 1000:7.1f} ms", file=sys.stderr, flush=True)
 
 
-def _run(config: server.ServerConfig, *, write_kubeconfig: str, mode: int) -> int:
+def _run(config: server.ServerConfig, *, write_kubeconfig: str, mode: int,
+         controllers: list[str], simulated: simulated_nodes.SimulatedNodeConfig,
+         scheduler: bool) -> int:
+    serve = _serve(config, write_kubeconfig, mode, controllers, simulated, scheduler)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is optional
-        return asyncio.run(_serve(config, write_kubeconfig, mode))
-    return uvloop.run(_serve(config, write_kubeconfig, mode))
+        return asyncio.run(serve)
+    return uvloop.run(serve)
 
 
-async def _serve(config: server.ServerConfig, write_kubeconfig: str, mode: int) -> int:
+async def _serve(config: server.ServerConfig, write_kubeconfig: str, mode: int,
+                 controllers: list[str], simulated: simulated_nodes.SimulatedNodeConfig,
+                 scheduler: bool) -> int:
     api = server.APIServer(config, on_phase=_print_phase)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -161,12 +190,45 @@ async def _serve(config: server.ServerConfig, write_kubeconfig: str, mode: int) 
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(config.kubeconfig_path, target)
         os.chmod(target, mode)
+    components = _start_components(config, controllers, simulated, scheduler)
     elapsed = hostinfo.process_age()
     print(f"kubling is ready in {elapsed:.1f}s — export KUBECONFIG={config.kubeconfig_path}",
           file=sys.stderr, flush=True)
     await stop.wait()
     print("kubling: stopping", file=sys.stderr, flush=True)
+    for task in components.tasks:
+        task.cancel()
+    for task in components.tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    await components.client.close()
     await api.stop()
     return 0
+
+
+class _Components:
+    """The in-process components that reach the API server as clients do (over HTTPS)."""
+
+    def __init__(self, client: rest.Client) -> None:
+        self.client = client
+        self.tasks: list[asyncio.Task[None]] = []
+
+
+def _start_components(config: server.ServerConfig, controllers: list[str],
+                      simulated: simulated_nodes.SimulatedNodeConfig,
+                      scheduler: bool) -> _Components:
+    client = rest.Client(client_config.load_kubeconfig(config.kubeconfig_path))
+    components = _Components(client)
+    if scheduler:
+        components.tasks.append(asyncio.create_task(runner.Scheduler(client).run(),
+                                                    name="scheduler"))
+    if simulated.count:
+        nodes = simulated_nodes.SimulatedNodes(client, simulated)
+        components.tasks.append(asyncio.create_task(nodes.run(), name="simulated-nodes"))
+    if controllers:
+        controller_manager = manager.ControllerManager(client, controllers=controllers)
+        components.tasks.append(asyncio.create_task(controller_manager.run(),
+                                                    name="controller-manager"))
+    return components
 
 

@@ -1,0 +1,136 @@
+"""The controller manager: runs the enabled controllers against the cluster's API.
+
+Like kube-controller-manager, it talks to the cluster only through ``kubling.client``:
+the controllers share one informer per resource (``SharedInformerFactory``), each owns a
+work queue and ``reconcile(key)``, and only the holder of the ``kube-controller-manager``
+Lease in ``kube-system`` runs them, so that a second server can take over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import importlib
+import logging
+import socket
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from kubling.client import clock as clocks
+from kubling.client import events, informer, leaderelection, rest
+
+log = logging.getLogger("kubling.controllers")
+
+#: name → "module:Class" of every controller; a new controller is one line here.
+#: Imported lazily so that ``--controllers`` can leave one out without loading it.
+CONTROLLERS: dict[str, str] = {}
+
+#: Controllers that upstream leaves off unless asked for (``--controllers=*,bootstrapsigner``).
+DISABLED_BY_DEFAULT: frozenset[str] = frozenset()
+
+
+@dataclasses.dataclass(frozen=True)
+class ControllerContext:
+    """What every controller gets: the API client, shared informers, events, a clock."""
+
+    client: rest.Client
+    informers: informer.SharedInformerFactory
+    clock: clocks.Clock
+    recorder_for: Callable[[str], events.EventRecorder]
+
+
+class Controller(Protocol):
+    """A controller: constructed with a context (registering its informer handlers),
+    then ``run`` until cancelled, reconciling keys with ``workers`` concurrent workers."""
+
+    async def run(self, *, workers: int) -> None: ...
+
+
+ControllerFactory = Callable[[ControllerContext], Controller]
+
+
+def parse_selection(spec: str, known: Iterable[str]) -> list[str]:
+    """kube-controller-manager's ``--controllers``: ``*`` is the defaults, ``name`` adds,
+    ``-name`` removes (``*,-garbagecollector``). Unknown names are a ``ValueError``."""
+    names = list(known)
+    chosen: list[str] = []
+    removed: set[str] = set()
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        if item == "*":
+            chosen += [n for n in names if n not in DISABLED_BY_DEFAULT]
+            continue
+        name = item[1:] if item.startswith("-") else item
+        if item.startswith("-"):
+            removed.add(name)  # removing an unknown or absent controller is harmless
+            continue
+        if name not in names:
+            raise ValueError(f"unknown controller {name!r} (known: {', '.join(sorted(names))})")
+        chosen.append(name)
+    return [n for n in dict.fromkeys(chosen) if n not in removed]
+
+
+def load(name: str) -> ControllerFactory:
+    module_name, _, attr = CONTROLLERS[name].partition(":")
+    factory: ControllerFactory = getattr(importlib.import_module(module_name), attr)
+    return factory
+
+
+class ControllerManager:
+    def __init__(self, client: rest.Client, *, controllers: list[str], workers: int = 2,
+                 identity: str = "", clock: clocks.Clock = clocks.REAL,
+                 lease_duration: float = 15.0, renew_deadline: float = 10.0,
+                 retry_period: float = 2.0) -> None:
+        self.client = client
+        self.names = controllers
+        self.workers = workers
+        self.clock = clock
+        self.identity = identity or f"{socket.gethostname()}_{uuid.uuid4()}"
+        self._elector = leaderelection.LeaderElector(
+            client, "kube-system", "kube-controller-manager", self.identity,
+            lease_duration=lease_duration, renew_deadline=renew_deadline,
+            retry_period=retry_period, clock=clock)
+        self._recorders: list[events.EventRecorder] = []
+
+    def _recorder(self, component: str) -> events.EventRecorder:
+        recorder = events.EventRecorder(self.client, component, socket.gethostname(),
+                                        clock=self.clock)
+        self._recorders.append(recorder)
+        return recorder
+
+    async def run(self) -> None:
+        """Campaign for the Lease; while leading, run every enabled controller."""
+        while True:
+            await self._elector.run(self._lead)
+            await asyncio.sleep(1.0)  # lost the lease: campaign again
+
+    async def _lead(self) -> None:
+        factory = informer.SharedInformerFactory(self.client)
+        context = ControllerContext(self.client, factory, self.clock, self._recorder)
+        controllers = []
+        for name in self.names:
+            try:
+                factory_of = load(name)
+            except (ImportError, AttributeError) as err:
+                log.error("controller %s is not available: %s", name, err)
+                continue
+            controllers.append((name, factory_of(context)))
+        factory.start()
+        try:
+            await factory.wait_for_sync(timeout=60)
+            log.info("controllers running: %s", ", ".join(n for n, _ in controllers) or "none")
+            if not controllers:
+                await asyncio.Event().wait()  # hold the lease; nothing to run
+            async with asyncio.TaskGroup() as group:
+                for name, controller in controllers:
+                    group.create_task(controller.run(workers=self.workers),
+                                      name=f"controller-{name}")
+        finally:
+            await factory.shutdown()
+            for recorder in self._recorders:
+                with contextlib.suppress(Exception):
+                    await recorder.close()
+            self._recorders.clear()

@@ -1,0 +1,1 @@
+"""Tests of kubling.scheduler: plugins, framework, queue and preemption."""

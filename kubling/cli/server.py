@@ -17,10 +17,11 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+import kubling
 from kubling.apiserver import server
 from kubling.cli import hostinfo, logs, options
 from kubling.client import config as client_config
@@ -196,39 +197,50 @@ async def _serve(config: server.ServerConfig, write_kubeconfig: str, mode: int,
           file=sys.stderr, flush=True)
     await stop.wait()
     print("kubling: stopping", file=sys.stderr, flush=True)
-    for task in components.tasks:
-        task.cancel()
-    for task in components.tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-    await components.client.close()
+    await components.stop()
     await api.stop()
     return 0
 
 
 class _Components:
-    """The in-process components that reach the API server as clients do (over HTTPS)."""
+    """The in-process components. Each reaches the API server as its upstream twin does:
+    over HTTPS, with its own client and User-Agent (which names it in managedFields)."""
 
-    def __init__(self, client: rest.Client) -> None:
-        self.client = client
+    def __init__(self, config: client_config.ClientConfig) -> None:
+        self.config = config
+        self.clients: list[rest.Client] = []
         self.tasks: list[asyncio.Task[None]] = []
+
+    def client(self, component: str) -> rest.Client:
+        agent = f"{component}/v{kubling.KUBERNETES_VERSION} (linux) kubling/{kubling.__version__}"
+        client = rest.Client(self.config, user_agent=agent)
+        self.clients.append(client)
+        return client
+
+    def start(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        self.tasks.append(asyncio.create_task(work, name=name))
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for client in self.clients:
+            await client.close()
 
 
 def _start_components(config: server.ServerConfig, controllers: list[str],
                       simulated: simulated_nodes.SimulatedNodeConfig,
                       scheduler: bool) -> _Components:
-    client = rest.Client(client_config.load_kubeconfig(config.kubeconfig_path))
-    components = _Components(client)
+    components = _Components(client_config.load_kubeconfig(config.kubeconfig_path))
     if scheduler:
-        components.tasks.append(asyncio.create_task(runner.Scheduler(client).run(),
-                                                    name="scheduler"))
+        components.start("scheduler", runner.Scheduler(components.client("kube-scheduler")).run())
     if simulated.count:
-        nodes = simulated_nodes.SimulatedNodes(client, simulated)
-        components.tasks.append(asyncio.create_task(nodes.run(), name="simulated-nodes"))
+        nodes = simulated_nodes.SimulatedNodes(components.client("kubelet"), simulated)
+        components.start("simulated-nodes", nodes.run())
     if controllers:
-        controller_manager = manager.ControllerManager(client, controllers=controllers)
-        components.tasks.append(asyncio.create_task(controller_manager.run(),
-                                                    name="controller-manager"))
+        controller_manager = manager.ControllerManager(
+            components.client("kube-controller-manager"), controllers=controllers)
+        components.start("controller-manager", controller_manager.run())
     return components
-
-

@@ -25,7 +25,14 @@ log = logging.getLogger("kubling.controllers")
 
 #: name → "module:Class" of every controller; a new controller is one line here.
 #: Imported lazily so that ``--controllers`` can leave one out without loading it.
-CONTROLLERS: dict[str, str] = {}
+CONTROLLERS: dict[str, str] = {
+    "endpoints": "kubling.controllers.endpoints:EndpointsController",
+    "endpointslice": "kubling.controllers.endpointslice:EndpointSliceController",
+    "disruption": "kubling.controllers.disruption:DisruptionController",
+    "podgc": "kubling.controllers.podgc:PodGCController",
+    "ttl-after-finished": "kubling.controllers.ttlafterfinished:TTLAfterFinishedController",
+    "nodelifecycle": "kubling.controllers.nodelifecycle:NodeLifecycleController",
+}
 
 #: Controllers that upstream leaves off unless asked for (``--controllers=*,bootstrapsigner``).
 DISABLED_BY_DEFAULT: frozenset[str] = frozenset()

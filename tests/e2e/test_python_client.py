@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from tests.server_fixture import KublingServer
+from tests.server_fixture import KublingServer, running_server
 
 
 @pytest.fixture
@@ -116,8 +117,18 @@ def test_watch_label_selector_enter_and_leave(core: client.CoreV1Api, namespace:
     assert seen == ["ADDED", "DELETED"]
 
 
-def test_deployment_via_apps_api(kubling: KublingServer, namespace: str) -> None:
-    apps = client.AppsV1Api(kubling.api_client())
+@pytest.fixture(scope="module")
+def quiet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KublingServer]:
+    """A server without controllers or scheduler, for tests that write the fields those
+    own (a Deployment's status) and would otherwise race them, as on a real cluster."""
+    data = tmp_path_factory.mktemp("quiet") / "data"
+    with running_server(data, extra_args=["--controllers", "", "--disable-scheduler"]) as s:
+        yield s
+
+
+def test_deployment_via_apps_api(quiet: KublingServer) -> None:
+    namespace = "default"
+    apps = client.AppsV1Api(quiet.api_client())
     dep = client.V1Deployment(
         metadata=client.V1ObjectMeta(name="d"),
         spec=client.V1DeploymentSpec(

@@ -31,8 +31,10 @@ def _ns(kubling: KublingServer) -> str:
 
 
 def _managers(obj: dict[str, object]) -> list[tuple[str, str, str]]:
+    """kubectl's entries (controllers record their own, e.g. kube-controller-manager)."""
     entries = obj["metadata"]["managedFields"]  # type: ignore[index]
-    return [(e["manager"], e["operation"], e.get("subresource", "")) for e in entries]
+    return [(e["manager"], e["operation"], e.get("subresource", "")) for e in entries
+            if e["manager"].startswith("kubectl")]
 
 
 def test_apply_creates_then_tracks_ownership(kubling: KublingServer) -> None:

@@ -26,6 +26,9 @@ log = logging.getLogger("kubling.controllers")
 #: name → "module:Class" of every controller; a new controller is one line here.
 #: Imported lazily so that ``--controllers`` can leave one out without loading it.
 CONTROLLERS: dict[str, str] = {
+    "namespace": "kubling.controllers.namespace:NamespaceController",
+    "serviceaccount": "kubling.controllers.serviceaccount:ServiceAccountController",
+    "garbagecollector": "kubling.controllers.garbagecollector:GarbageCollector",
     "endpoints": "kubling.controllers.endpoints:EndpointsController",
     "endpointslice": "kubling.controllers.endpointslice:EndpointSliceController",
     "disruption": "kubling.controllers.disruption:DisruptionController",
@@ -108,6 +111,21 @@ class ControllerManager:
         self._recorders.append(recorder)
         return recorder
 
+    async def _supervise(self, name: str, controller: Controller) -> None:
+        """Run one controller; a crash restarts it after a backoff without stopping the
+        others (each upstream controller is an independent goroutine)."""
+        delay = 1.0
+        while True:
+            try:
+                await controller.run(workers=self.workers)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("controller %s crashed; restarting in %.0fs", name, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+
     async def run(self) -> None:
         """Campaign for the Lease; while leading, run every enabled controller."""
         while True:
@@ -133,7 +151,7 @@ class ControllerManager:
                 await asyncio.Event().wait()  # hold the lease; nothing to run
             async with asyncio.TaskGroup() as group:
                 for name, controller in controllers:
-                    group.create_task(controller.run(workers=self.workers),
+                    group.create_task(self._supervise(name, controller),
                                       name=f"controller-{name}")
         finally:
             await factory.shutdown()

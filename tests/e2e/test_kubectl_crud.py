@@ -232,15 +232,18 @@ def test_conflict_on_stale_resource_version(kubling: KublingServer) -> None:
 
 
 def test_delete_namespace_is_accepted(kubling: KublingServer) -> None:
+    """``kubectl delete namespace`` waits, as upstream, until the namespace controller has
+    emptied it and the API server has removed it (Terminating is covered in
+    tests/controllers/test_namespace.py)."""
     ns = _ns(kubling)
-    out = kubling.kubectl("delete", "namespace", ns, "--wait=false").stdout
+    kubling.kubectl("create", "-n", ns, "-f", "-", input=CONFIGMAP)
+    out = kubling.kubectl("delete", "namespace", ns, timeout=30).stdout
     assert f'namespace "{ns}" deleted' in out
-    got = kubling.kubectl_yaml("get", "namespace", ns)
-    assert got["status"]["phase"] == "Terminating"
-    assert got["metadata"]["deletionTimestamp"]
-    result = kubling.kubectl("create", "-n", ns, "-f", "-", check=False, input=CONFIGMAP)
+    result = kubling.kubectl("get", "namespace", ns, check=False)
     assert result.returncode == 1
-    assert "because it is being terminated" in result.stderr
+    assert f'namespaces "{ns}" not found' in result.stderr
+    result = kubling.kubectl("get", "configmaps", "-n", ns, "-o", "name", check=False)
+    assert result.stdout.strip() == ""
 
 
 def test_create_in_missing_namespace_is_404(kubling: KublingServer) -> None:

@@ -110,9 +110,11 @@ class GarbageCollector:
                 log.warning("garbage collector: discovery failed: %s", err)
 
     async def _wait_for_monitors(self, *, timeout: float) -> None:
+        # asyncio.timeout, not wait_for(gather(...)): a gather cancelled by wait_for keeps a
+        # CancelledError nobody retrieves, which asyncio then logs with a traceback.
         try:
-            await asyncio.wait_for(
-                asyncio.gather(*(m.wait_for_sync() for m in self.monitors.values())), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*(m.wait_for_sync() for m in self.monitors.values()))
         except TimeoutError:
             unsynced = [repr(m) for m in self.monitors.values() if not m.has_synced]
             log.warning("garbage collector: collecting before %s synced", ", ".join(unsynced))

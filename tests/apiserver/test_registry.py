@@ -328,3 +328,33 @@ def test_graceful_pod_deletion_until_the_node_confirms() -> None:
             await pods.get("default", "p")
 
     run(body)
+
+
+def test_patch_without_resource_version_retries_a_race() -> None:
+    async def body(reg: Registry) -> None:
+        cms = store_of(reg, "", "v1", "configmaps")
+        await create(cms, configmap("race"))
+        raced = False
+
+        async def patch(o: dict[str, Any]) -> dict[str, Any]:
+            nonlocal raced
+            if not raced:  # another writer commits between our read and our write
+                raced = True
+                other = configmap("race")
+                other["data"] = {"other": "1"}
+                await cms.update("default", "race", other)
+            o["data"] = {**(o.get("data") or {}), "mine": "1"}
+            return o
+
+        result = await cms.guaranteed_update("default", "race", patch)
+        assert result["data"] == {"other": "1", "mine": "1"}  # retried on the fresh object
+
+        async def stale(o: dict[str, Any]) -> dict[str, Any]:
+            o["metadata"]["resourceVersion"] = "1"  # an explicit, stale precondition
+            return o
+
+        with pytest.raises(errors.APIError) as err:
+            await cms.guaranteed_update("default", "race", stale)
+        assert err.value.code == 409
+
+    run(body)

@@ -305,7 +305,10 @@ class Store:
             old = self.load(kv)
             new = await transform(orjson.loads(orjson.dumps(old)))
             new_md = meta.metadata(new)
-            wanted = expected_rv or str(new_md.get("resourceVersion") or "")
+            # A resourceVersion the transform merely carried over from the stored object is
+            # no precondition (a patch without one retries on a race); one it changed is.
+            carried = str(new_md.get("resourceVersion") or "")
+            wanted = expected_rv or (carried if carried != str(kv.mod_revision) else "")
             if wanted and wanted != str(kv.mod_revision):
                 raise self._conflict(name)
             self._carry_meta(new_md, old["metadata"], name)

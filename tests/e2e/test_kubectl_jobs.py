@@ -1,0 +1,113 @@
+"""Jobs and CronJobs through the real kubectl, against the session server's controllers.
+
+There is no kubelet: a test plays the node by patching pod status. CronJob timing is
+covered with a fake clock in ``tests/controllers/test_cronjob.py``; here ``@every 2s``
+shows the running controller starting Jobs without waiting for a minute boundary.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from tests.server_fixture import KublingServer
+
+T = TypeVar("T")
+
+
+def _ns(kubling: KublingServer) -> str:
+    name = "jobs-" + uuid.uuid4().hex[:8]
+    kubling.kubectl("create", "namespace", name)
+    return name
+
+
+def _eventually(check: Callable[[], T | None], timeout: float = 20.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout}s")
+        time.sleep(0.1)
+
+
+def _pods(kubling: KublingServer, ns: str, job: str) -> list[str]:
+    out = kubling.kubectl("get", "pods", "-n", ns, "-l", f"job-name={job}", "-o", "name").stdout
+    return out.split()
+
+
+def _set_phase(kubling: KublingServer, ns: str, pod: str, phase: str) -> None:
+    kubling.kubectl("patch", "-n", ns, pod, "--subresource=status", "--type=merge", "-p",
+                    json.dumps({"status": {"phase": phase}}))
+
+
+def _json(kubling: KublingServer, *args: str) -> Any:
+    return json.loads(kubling.kubectl(*args, "-o", "json").stdout)
+
+
+def test_create_job_and_wait_for_complete(kubling: KublingServer) -> None:
+    ns = _ns(kubling)
+    kubling.kubectl("create", "job", "hello", "-n", ns, "--image=busybox", "--", "echo", "hi")
+    pod = _eventually(lambda: _pods(kubling, ns, "hello"))[0]
+    _set_phase(kubling, ns, pod, "Succeeded")
+    kubling.kubectl("wait", "-n", ns, "--for=condition=complete", "job/hello", "--timeout=30s",
+                    timeout=40)
+    job = _json(kubling, "get", "job", "hello", "-n", ns)
+    assert job["status"]["succeeded"] == 1
+    assert [c["type"] for c in job["status"]["conditions"]] == ["SuccessCriteriaMet", "Complete"]
+    table = kubling.kubectl("get", "job", "hello", "-n", ns).stdout
+    assert "Complete" in table and "1/1" in table
+    events = kubling.kubectl("get", "events", "-n", ns,
+                             "--field-selector=involvedObject.name=hello").stdout
+    assert "SuccessfulCreate" in events
+
+
+def test_failed_job_reports_backoff_limit(kubling: KublingServer) -> None:
+    ns = _ns(kubling)
+    manifest = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "doomed"},
+                "spec": {"backoffLimit": 0, "template": {"spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "c", "image": "busybox"}]}}}}
+    kubling.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(manifest))
+    pod = _eventually(lambda: _pods(kubling, ns, "doomed"))[0]
+    _set_phase(kubling, ns, pod, "Failed")
+    kubling.kubectl("wait", "-n", ns, "--for=condition=failed", "job/doomed", "--timeout=30s",
+                    timeout=40)
+    job = _json(kubling, "get", "job", "doomed", "-n", ns)
+    failed = next(c for c in job["status"]["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "BackoffLimitExceeded"
+    assert failed["message"] == "Job has reached the specified backoff limit"
+
+
+def test_cronjob_starts_jobs_and_create_job_from_cronjob(kubling: KublingServer) -> None:
+    ns = _ns(kubling)
+    kubling.kubectl("create", "cronjob", "ticker", "-n", ns, "--image=busybox",
+                    "--schedule=@every 2s", "--", "date")
+
+    def scheduled() -> list[dict[str, Any]]:
+        jobs = _json(kubling, "get", "jobs", "-n", ns)["items"]
+        return [j for j in jobs if "batch.kubernetes.io/cronjob-scheduled-timestamp" in (
+            j["metadata"].get("annotations") or {})]
+
+    job = _eventually(scheduled, timeout=15)[0]
+    assert job["metadata"]["name"].startswith("ticker-")
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "CronJob"
+    status = _eventually(lambda: _json(kubling, "get", "cronjob", "ticker", "-n", ns)
+                         .get("status", {}).get("lastScheduleTime") and
+                         _json(kubling, "get", "cronjob", "ticker", "-n", ns)["status"])
+    assert status["lastScheduleTime"]
+    kubling.kubectl("patch", "-n", ns, "cronjob/ticker", "--type=merge", "-p",
+                    '{"spec":{"suspend":true}}')
+
+    kubling.kubectl("create", "job", "by-hand", "-n", ns, "--from=cronjob/ticker")
+    manual = _json(kubling, "get", "job", "by-hand", "-n", ns)
+    assert manual["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"] == "manual"
+    assert manual["metadata"]["ownerReferences"][0]["name"] == "ticker"
+    pod = _eventually(lambda: _pods(kubling, ns, "by-hand"))[0]
+    _set_phase(kubling, ns, pod, "Succeeded")
+    kubling.kubectl("wait", "-n", ns, "--for=condition=complete", "job/by-hand",
+                    "--timeout=30s", timeout=40)

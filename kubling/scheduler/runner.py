@@ -27,6 +27,7 @@ from kubling.scheduler.snapshot import Snapshot
 log = logging.getLogger("kubling.scheduler")
 
 _TERMINAL = ("Succeeded", "Failed")
+_BINDING_CONCURRENCY = 16
 #: What a failed API call can raise: an answer (``ApiError``) or no answer at all.
 _FAILURES: tuple[type[BaseException], ...] = (rest.ApiError, *rest.TRANSPORT_ERRORS)
 
@@ -51,6 +52,9 @@ class Scheduler:
         self.queue = queues.SchedulingQueue()
         self._wakeup = asyncio.Event()
         self._recorder: events.EventRecorder | None = None
+        #: Bindings in flight (at most ``_BINDING_CONCURRENCY``), awaited on shutdown.
+        self._binding: set[asyncio.Task[None]] = set()
+        self._binding_slots = asyncio.Semaphore(_BINDING_CONCURRENCY)
 
     async def run(self) -> None:
         elector = leaderelection.LeaderElector(self.client, "kube-system", "kube-scheduler",
@@ -77,6 +81,9 @@ class Scheduler:
             log.info("scheduler running (%d nodes)", len(self.snapshot))
             await self._loop()
         finally:
+            for task in list(self._binding):
+                task.cancel()
+            await asyncio.gather(*self._binding, return_exceptions=True)
             await factory.shutdown()
             await self._recorder.close()
 
@@ -159,6 +166,19 @@ class Scheduler:
             return
         node = result.suggested_host
         self.snapshot.assume(pod, node)
+        # The binding cycle runs beside the next scheduling cycles, as upstream's does:
+        # the pod is assumed on its node, so later decisions already account for it.
+        await self._binding_slots.acquire()
+        task = asyncio.create_task(self._bind(queued, cycle, node))
+        self._binding.add(task)
+        task.add_done_callback(self._bound)
+
+    def _bound(self, task: asyncio.Task[None]) -> None:
+        self._binding.discard(task)
+        self._binding_slots.release()
+
+    async def _bind(self, queued: queues.QueuedPodInfo, cycle: int, node: str) -> None:
+        pod = queued.pod_info
         try:
             await self.pods.create(
                 {"apiVersion": "v1", "kind": "Binding",

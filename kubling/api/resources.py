@@ -342,6 +342,17 @@ BUILTIN: tuple[ResourceType, ...] = (
         namespaced=False,
         categories=("api-extensions",),
     ),
+    # authentication.k8s.io/v1 and authorization.k8s.io/v1: create-only reviews, never stored
+    _rt("authentication.k8s.io/v1", "SelfSubjectReview", "selfsubjectreviews",
+        namespaced=False, verbs=CREATE_ONLY),
+    _rt("authorization.k8s.io/v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews",
+        namespaced=False, verbs=CREATE_ONLY),
+    _rt("authorization.k8s.io/v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews",
+        namespaced=False, verbs=CREATE_ONLY),
+    _rt("authorization.k8s.io/v1", "SubjectAccessReview", "subjectaccessreviews",
+        namespaced=False, verbs=CREATE_ONLY),
+    _rt("authorization.k8s.io/v1", "LocalSubjectAccessReview", "localsubjectaccessreviews",
+        verbs=CREATE_ONLY),
     # apiextensions.k8s.io/v1
     _rt(
         "apiextensions.k8s.io/v1",

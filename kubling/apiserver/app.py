@@ -33,7 +33,7 @@ from kubling.apiserver.registry.registry import Registry
 log = logging.getLogger("kubling.apiserver")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-USER_KEY = web.RequestKey("user", authn.UserInfo)
+USER_KEY = authn.USER_KEY
 
 
 def version_info() -> dict[str, str]:
@@ -76,7 +76,7 @@ class APIServerApp:
         self.openapi = openapi.OpenAPIDocuments(registry.catalogue, custom_schema)
         registry.catalogue.on_change(self.discovery.invalidate)
         registry.catalogue.on_change(self.openapi.invalidate)
-        self.handlers = subresources.APIHandlers(registry)
+        self.handlers = subresources.APIHandlers(registry, authorizer)
 
     def build(self) -> web.Application:
         app = web.Application(

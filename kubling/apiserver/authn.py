@@ -12,6 +12,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Protocol
 
+from aiohttp import web
+
 from kubling.apiserver import pki
 
 #: Paths any caller may read without credentials.
@@ -27,6 +29,8 @@ class UserInfo:
 
 
 ANONYMOUS = UserInfo("system:anonymous", ("system:unauthenticated",))
+#: Where the authenticated user of a request is kept for the handlers.
+USER_KEY = web.RequestKey("user", UserInfo)
 
 
 class TokenAuthenticator(Protocol):

@@ -19,8 +19,16 @@ class Decision:
     reason: str = ""
 
 
+Rules = list[dict[str, list[str]]]
+
+
 class Authorizer(Protocol):
     async def authorize(self, user: UserInfo, info: RequestInfo) -> Decision: ...
+
+    async def rules(self, user: UserInfo, namespace: str) -> tuple[Rules, Rules, bool]:
+        """What ``user`` may do in ``namespace``: resource rules, non-resource rules, and
+        whether the list is incomplete (SelfSubjectRulesReview, ``kubectl auth can-i --list``)."""
+        ...
 
 
 class AllowAuthenticated:
@@ -30,6 +38,12 @@ class AllowAuthenticated:
         if "system:authenticated" in user.groups:
             return Decision(True)
         return Decision(False, "anonymous access is not allowed")
+
+    async def rules(self, user: UserInfo, namespace: str) -> tuple[Rules, Rules, bool]:
+        if "system:authenticated" not in user.groups:
+            return [], [], False
+        return ([{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+                [{"verbs": ["*"], "nonResourceURLs": ["*"]}], False)
 
 
 def forbidden_message(user: UserInfo, info: RequestInfo) -> str:

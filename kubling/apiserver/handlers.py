@@ -20,7 +20,7 @@ from multidict import CIMultiDict
 from kubling.api import fieldmanager, labels, meta, patch, schema, tables
 from kubling.api.meta import Object
 from kubling.api.resources import ResourceType
-from kubling.apiserver import errors, negotiation, watchcache
+from kubling.apiserver import authn, authz, errors, negotiation, reviews, watchcache
 from kubling.apiserver.registry import listing
 from kubling.apiserver.registry.registry import Registry
 from kubling.apiserver.registry.store import DeleteOptions, Preconditions, Store
@@ -88,8 +88,9 @@ def _dry_run(query: Mapping[str, str]) -> bool:
 class ResourceHandlers:
     """Serve every resource request of the catalogue from its Store."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, authorizer: authz.Authorizer) -> None:
         self.registry = registry
+        self.authorizer = authorizer
 
     # -- entry ----------------------------------------------------------------------------
     async def handle(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
@@ -261,6 +262,10 @@ class ResourceHandlers:
         if info.name:
             raise errors.method_not_supported(rt.group, rt.plural, "create")
         obj, warnings = await self._read_object(request, rt, store.strategy)
+        review = reviews.REVIEWS.get((rt.group, rt.plural))
+        if review is not None:
+            answered = await review(obj, request[authn.USER_KEY], self.authorizer, namespace)
+            return self._respond(request, store, answered, 201, warnings)
         if rt.namespaced:
             body_ns = meta.namespace_of(obj)
             if body_ns and body_ns != namespace:

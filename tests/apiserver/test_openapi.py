@@ -384,6 +384,10 @@ def _v2_kind(v2: JSON, rt: ResourceType) -> str:
             if op["x-kubernetes-action"] == "get" and url.endswith("{name}"):
                 ref: str = op["responses"]["200"]["schema"]["$ref"]
                 return ref.removeprefix("#/definitions/")
+        if (method == "post" and "get" not in rt.verbs
+                and op.get("x-kubernetes-group-version-kind") == _gvk(rt)):
+            created: str = op["responses"]["201"]["schema"]["$ref"]  # create-only reviews
+            return created.removeprefix("#/definitions/")
     raise AssertionError(rt)
 
 

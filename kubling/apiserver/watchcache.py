@@ -285,6 +285,10 @@ class CacheSet:
             return False
         return True
 
+    async def is_fresh(self) -> bool:
+        """Whether the cache already holds every write storage has acknowledged."""
+        return self.revision >= await self.backend.current_revision()
+
     async def wait_fresh(self, *, timeout: float = 3.0) -> bool:
         """Wait until the cache holds everything storage has acknowledged so far."""
         return await self.wait_for(await self.backend.current_revision(), timeout=timeout)

@@ -49,9 +49,13 @@ def node_names(cfg: SimulatedNodeConfig) -> list[str]:
 
 
 def _subnet(cfg: SimulatedNodeConfig, index: int) -> ipaddress.IPv4Network:
+    """The index-th /24 of the pod CIDR, starting at ``first_subnet`` (wrapping around)."""
     network = ipaddress.IPv4Network(cfg.pod_cidr, strict=False)
-    subnets = list(network.subnets(new_prefix=24)) if network.prefixlen < 24 else [network]
-    return subnets[(cfg.first_subnet + index) % len(subnets)]
+    if network.prefixlen >= 24:
+        return network
+    count = 2 ** (24 - network.prefixlen)
+    offset = ((cfg.first_subnet + index) % count) * 256
+    return ipaddress.IPv4Network((int(network.network_address) + offset, 24))
 
 
 def node_object(cfg: SimulatedNodeConfig, index: int) -> Object:
@@ -107,8 +111,9 @@ class SimulatedNodes:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._pending: set[str] = set()
         self._stopping: set[str] = set()
-        self._host_ips = {f"{cfg.prefix}-{i}": str(_subnet(cfg, i)[1])
-                          for i in range(cfg.count)}
+        #: Each node's pod subnet and host address, computed once (not per pod).
+        self._subnets = {f"{cfg.prefix}-{i}": _subnet(cfg, i) for i in range(cfg.count)}
+        self._host_ips = {name: str(net[1]) for name, net in self._subnets.items()}
         self._informer: informer.Informer | None = None
 
     async def run(self) -> None:
@@ -216,10 +221,9 @@ class SimulatedNodes:
             await self._finish(pod)
 
     def _pod_ip(self, node_name: str) -> str:
-        index = sorted(self._names).index(node_name)
         count = self._ips.get(node_name, 1) + 1
         self._ips[node_name] = count
-        subnet = _subnet(self.cfg, index)
+        subnet = self._subnets[node_name]
         return str(subnet[count % (subnet.num_addresses - 2) + 1])
 
     async def _start(self, pod: Object) -> None:

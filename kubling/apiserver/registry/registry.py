@@ -47,6 +47,7 @@ class Registry:
                 self.backend,
                 self.caches.cache(rt.storage_prefix),
                 namespace_state=self._namespace_state,
+                fresh=self.caches.is_fresh,
             )
             self._stores[key] = store
         return store

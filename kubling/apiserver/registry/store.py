@@ -104,12 +104,14 @@ class Store:
         cache: watchcache.ResourceCache,
         *,
         namespace_state: Callable[[str], Awaitable[Object | None]],
+        fresh: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.rt = rt
         self.strategy = strategy
         self.backend = backend
         self.cache = cache
         self._namespace_state = namespace_state
+        self._fresh = fresh
         #: Objects of this version are stored converted to another one (see conversion.py).
         self.converts = bool(rt.storage_version) and rt.storage_version != rt.api_version
 
@@ -156,9 +158,19 @@ class Store:
         return errors.invalid(self.rt.group, self.rt.kind, name, errs)
 
     # -- reads ----------------------------------------------------------------------------
+    async def read(self, key: str) -> storage.KeyValue | None:
+        """The key's current value: from the watch cache when it holds every acknowledged
+        write (no storage round trip), else from storage. Either way a consistent read."""
+        if self._fresh is not None and await self._fresh():
+            cached = self.cache.items.get(key)
+            if cached is None:
+                return None
+            return storage.KeyValue(key, cached.json, cached.revision, 0)
+        return await self.backend.get(key)
+
     async def get(self, namespace: str, name: str) -> Object:
         """The object as storage holds it now (a consistent read)."""
-        kv = await self.backend.get(self.key(namespace, name))
+        kv = await self.read(self.key(namespace, name))
         if kv is None:
             raise self.not_found(name)
         return self.load(kv)
@@ -298,7 +310,7 @@ class Store:
         """
         strat = strategy or self.strategy
         key = self.key(namespace, name)
-        kv = await self.backend.get(key)
+        kv = await self.read(key)
         for _ in range(_UPDATE_ATTEMPTS):
             if kv is None:
                 raise self.not_found(name)
@@ -388,7 +400,7 @@ class Store:
     async def delete(self, namespace: str, name: str, options: DeleteOptions) -> DeleteResult:
         key = self.key(namespace, name)
         for _ in range(_UPDATE_ATTEMPTS):
-            kv = await self.backend.get(key)
+            kv = await self.read(key)
             if kv is None:
                 raise self.not_found(name)
             obj = self.load(kv)

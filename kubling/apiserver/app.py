@@ -116,7 +116,11 @@ class APIServerApp:
     # -- routing --------------------------------------------------------------------------
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         user = request[USER_KEY]
-        info = requestinfo.parse(request.method, request.path, request.query)
+        try:
+            info = requestinfo.parse(request.method, request.raw_path.split("?", 1)[0],
+                                     request.query)
+        except requestinfo.MalformedPath:
+            raise errors.path_not_found() from None
         if user is not authn.ANONYMOUS:
             decision = await self.authorizer.authorize(user, info)
             if not decision.allowed:

@@ -103,6 +103,10 @@ class ResourceHandlers:
             raise errors.path_not_found()
         if info.namespace and not rt.namespaced and info.resource != "namespaces":
             raise errors.path_not_found()
+        if rt.namespaced and not info.namespace and info.verb not in ("list", "watch"):
+            # /api/v1/pods serves list and watch across namespaces, nothing else (a DELETE
+            # there must not become a deletecollection of every namespace).
+            raise errors.method_not_supported(rt.group, rt.plural, info.verb)
         store = self.registry.store(rt)
         if info.subresource:
             return await self._subresource(request, info, rt, store)

@@ -10,6 +10,7 @@ subresource ``scale``, and the HTTP method plus query become the Kubernetes verb
 from __future__ import annotations
 
 import dataclasses
+import urllib.parse
 from collections.abc import Mapping
 
 _NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
@@ -41,10 +42,29 @@ def _true(value: str | None) -> bool:
     return value is not None and value.lower() in ("true", "1")
 
 
+class MalformedPath(ValueError):
+    """A path with an empty segment or an encoded ``/`` inside a segment: never a request
+    on a collection (``DELETE .../configmaps/%2F`` must not become a deletecollection)."""
+
+
+def _segments(raw_path: str) -> list[str]:
+    trimmed = raw_path.strip("/")
+    if not trimmed:
+        return []
+    parts = [urllib.parse.unquote(p) for p in trimmed.split("/")]
+    if any(not p or "/" in p for p in parts):
+        raise MalformedPath(raw_path)
+    return parts
+
+
 def parse(method: str, path: str, query: Mapping[str, str]) -> RequestInfo:
     """Classify one request. Non-resource paths (``/version``, ``/healthz``) keep the
-    lower-cased method as their verb, as upstream's authorizer sees them."""
-    parts = [p for p in path.strip("/").split("/") if p]
+    lower-cased method as their verb, as upstream's authorizer sees them.
+
+    ``path`` is the raw (still percent-encoded) path; ``MalformedPath`` for one with empty
+    segments or an encoded slash in a segment."""
+    parts = _segments(path)
+    path = urllib.parse.unquote(path)
     non_resource = RequestInfo(False, path, method.lower())
     if not parts or parts[0] not in ("api", "apis"):
         return non_resource

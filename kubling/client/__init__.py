@@ -3,6 +3,7 @@
 - ``config``: a kubeconfig context → ``ClientConfig`` (+ its TLS context);
 - ``rest``: ``Client`` and ``Resource`` (every verb, watch), ``ApiError`` and ``is_*``;
 - ``informer``: list+watch into an indexed cache, shared through a factory;
+- ``discovery``: the served resources (``/api``, ``/apis``) as ``ResourceType``s;
 - ``workqueue``: the deduplicating, rate-limited queue and ``run_workers``;
 - ``events``: the aggregating ``EventRecorder``;
 - ``leaderelection``: ``LeaderElector`` on a Lease;

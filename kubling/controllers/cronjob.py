@@ -40,11 +40,6 @@ JOB_CONTROLLER_INDEX = "cronjob-controller/controller-uid"
 NEXT_SCHEDULE_DELTA = 0.1
 
 
-def _controller_uid_index(job: Object) -> list[str]:
-    ref = podcontrol.controller_of(job)
-    return [str(ref.get("uid"))] if ref is not None and ref.get("uid") else []
-
-
 def _rfc3339(when: datetime.datetime) -> str:
     """Go's ``time.RFC3339``: ``Z`` for UTC, else the numeric offset."""
     text = when.strftime("%Y-%m-%dT%H:%M:%S")
@@ -97,12 +92,13 @@ class CronJobController:
         self.cronjobs = ctx.informers.informer(CRONJOBS)
         self.jobs = ctx.informers.informer(JOBS)
         try:
-            self.jobs.indexer.add_index(JOB_CONTROLLER_INDEX, _controller_uid_index)
+            self.jobs.indexer.add_index(JOB_CONTROLLER_INDEX,
+                                       podcontrol.controller_uid_index)
         except ValueError:
             pass  # the shared informer already has it
         self.queue: workqueue.WorkQueue[str] = workqueue.WorkQueue(name="cronjob",
                                                                    clock=ctx.clock)
-        self.written = js.StatusWrites()
+        self.written = podcontrol.StatusWrites()
         self.cronjobs.add_event_handler(
             on_add=self._enqueue, on_update=lambda old, new: self._enqueue(new),
             on_delete=self._enqueue)

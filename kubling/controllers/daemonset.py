@@ -92,17 +92,6 @@ def daemon_tolerations(spec: Object) -> list[Object]:
     return tolerations
 
 
-def tolerates(toleration: Object, taint: Object) -> bool:
-    """Upstream ``Toleration.ToleratesTaint``."""
-    if toleration.get("effect") and toleration.get("effect") != taint.get("effect"):
-        return False
-    if toleration.get("key") and toleration.get("key") != taint.get("key"):
-        return False
-    if (toleration.get("operator") or "Equal") == "Exists":
-        return True
-    return (toleration.get("value") or "") == (taint.get("value") or "")
-
-
 def _requirements_match(requirements: Iterable[Object], values: dict[str, str]) -> bool:
     for requirement in requirements:
         op = _OPERATORS.get(str(requirement.get("operator")))
@@ -149,7 +138,7 @@ def should_run(node: Object, ds: Object) -> tuple[bool, bool]:
     tolerations = daemon_tolerations(spec)
     untolerated = [t for t in (node.get("spec") or {}).get("taints") or []
                    if t.get("effect") in ("NoSchedule", "NoExecute")
-                   and not any(tolerates(tol, t) for tol in tolerations)]
+                   and not any(podcontrol.tolerates(tol, t) for tol in tolerations)]
     if untolerated:
         return False, not any(t.get("effect") == "NoExecute" for t in untolerated)
     return True, True

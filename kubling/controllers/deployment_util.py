@@ -13,8 +13,6 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import orjson
-
 from kubling.api import meta
 from kubling.api.meta import Object
 from kubling.controllers import podcontrol
@@ -48,7 +46,6 @@ PAUSED = "DeploymentPaused"
 RESUMED = "DeploymentResumed"
 
 _MAX_INT32 = 2**31 - 1
-_SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
 def quote(text: str) -> str:
@@ -186,13 +183,13 @@ def by_revision(rss: Iterable[Object]) -> list[Object]:
 def compute_hash(template: Object, collision_count: int | None) -> str:
     """The ``pod-template-hash``: FNV-1a of the template (canonical JSON) and the collision
     count, written as upstream's ``SafeEncodeString`` of the decimal number."""
-    data = orjson.dumps(template, option=orjson.OPT_SORT_KEYS)
+    data = podcontrol.canonical_json(template)
     if collision_count is not None:
         data += int(collision_count).to_bytes(4, "little", signed=False)
     h = 0x811C9DC5
     for byte in data:
         h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return "".join(_SAFE_ALPHABET[ord(c) % len(_SAFE_ALPHABET)] for c in str(h))
+    return podcontrol.safe_encode(str(h))
 
 
 def _normalized(value: Any) -> Any:

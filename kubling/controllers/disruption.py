@@ -31,7 +31,7 @@ from typing import Any
 from kubling.api import labels, meta
 from kubling.api.meta import Object
 from kubling.client import events, informer, rest, workqueue
-from kubling.controllers import endpoints, manager, ttlafterfinished
+from kubling.controllers import manager, podcontrol
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,6 @@ class SyncError(Exception):
     """The budget's numbers cannot be worked out; the controller fails safe."""
 
 
-def controller_ref(obj: Object) -> Object | None:
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if isinstance(ref, dict) and ref.get("controller"):
-            return ref
-    return None
-
-
 def scaled_value(value: Any, total: int) -> int:
     """An IntOrString against ``total``: ints as they are, ``"N%"`` rounded up."""
     if isinstance(value, bool):
@@ -76,18 +69,13 @@ def scaled_value(value: Any, total: int) -> int:
     raise SyncError(f"invalid value for IntOrString: {value!r}")
 
 
-def _replicas(obj: Object) -> int:
-    replicas = (obj.get("spec") or {}).get("replicas", 1)
-    return replicas if isinstance(replicas, int) else 1
-
-
 class DisruptionController:
     """Keeps the status of PodDisruptionBudgets (see the module docstring)."""
 
     def __init__(self, ctx: manager.ControllerContext) -> None:
         self.client = ctx.client
         self.pdbs_api = ctx.client.resource(PDBS)
-        self.wall = ttlafterfinished.WallClock(ctx.clock)
+        self.wall = podcontrol.WallClock(ctx.clock)
         self.recorder: events.EventRecorder = ctx.recorder_for("controllermanager")
         self.queue: workqueue.WorkQueue[str] = workqueue.WorkQueue(name="disruption",
                                                                    clock=ctx.clock)
@@ -122,7 +110,7 @@ class DisruptionController:
                 self._enqueue(pdb)
 
     def _scale_changed(self, old: Object, new: Object) -> None:
-        if _replicas(old) != _replicas(new):
+        if podcontrol.replicas_of(old) != podcontrol.replicas_of(new):
             for pdb in self.pdbs.indexer.by_index(informer.NAMESPACE_INDEX,
                                                   meta.namespace_of(new)):
                 self._enqueue(pdb)
@@ -195,7 +183,7 @@ class DisruptionController:
         scales: dict[str, int] = {}
         unmanaged = []
         for pod in pods:
-            ref = controller_ref(pod)
+            ref = podcontrol.controller_of(pod)
             if ref is None:
                 unmanaged.append(meta.name_of(pod))
                 continue
@@ -233,21 +221,21 @@ class DisruptionController:
             rs = cached(self.replica_sets, name, uid)
             if rs is None:
                 return None
-            owner = controller_ref(rs)
+            owner = podcontrol.controller_of(rs)
             if owner is not None and owner.get("kind") == "Deployment":
                 deployment = cached(self.deployments, str(owner.get("name", "")),
                                     str(owner.get("uid", "")))
                 if deployment is None:
                     return None
-                return str(owner.get("uid")), _replicas(deployment)
-            return uid, _replicas(rs)
+                return str(owner.get("uid")), podcontrol.replicas_of(deployment)
+            return uid, podcontrol.replicas_of(rs)
         sources = {("", "ReplicationController"): self.replication_controllers,
                    ("apps", "StatefulSet"): self.stateful_sets,
                    ("apps", "Deployment"): self.deployments}
         source = sources.get((group, str(kind)))
         if source is not None:
             obj = cached(source, name, uid)
-            return None if obj is None else (uid, _replicas(obj))
+            return None if obj is None else (uid, podcontrol.replicas_of(obj))
         return await self._scale_subresource(str(api_version), str(kind), name, uid, namespace)
 
     async def _scale_subresource(self, api_version: str, kind: str, name: str, uid: str,
@@ -268,7 +256,7 @@ class DisruptionController:
             raise
         if (scale.get("metadata") or {}).get("uid") not in (None, uid):
             return None
-        return uid, _replicas(scale)
+        return uid, podcontrol.replicas_of(scale)
 
     def _disrupted_pods(self, pdb: Object, pods: list[Object]
                         ) -> tuple[dict[str, str], float | None]:
@@ -282,7 +270,7 @@ class DisruptionController:
             pod = by_name.get(name)
             if pod is None or (pod.get("metadata") or {}).get("deletionTimestamp"):
                 continue  # the deletion was seen
-            started = ttlafterfinished.parse_time(when)
+            started = podcontrol.parse_time(when)
             if started is None:
                 continue
             expires = started + DELETION_TIMEOUT
@@ -298,7 +286,7 @@ class DisruptionController:
     def _count_healthy(self, pods: list[Object], disrupted: dict[str, str]) -> int:
         return sum(1 for p in pods
                    if not (p.get("metadata") or {}).get("deletionTimestamp")
-                   and meta.name_of(p) not in disrupted and endpoints.is_pod_ready(p))
+                   and meta.name_of(p) not in disrupted and podcontrol.is_pod_ready(p))
 
     def _set_condition(self, status: dict[str, Any], pdb: Object, value: str, reason: str,
                        message: str) -> None:
@@ -307,7 +295,7 @@ class DisruptionController:
         current = next((c for c in conditions if c.get("type") == CONDITION), None)
         condition = {"type": CONDITION, "status": value, "reason": reason, "message": message,
                      "observedGeneration": (pdb.get("metadata") or {}).get("generation", 0),
-                     "lastTransitionTime": self.wall.rfc3339()}
+                     "lastTransitionTime": self.wall.stamp()}
         if current is not None and current.get("status") == value:
             condition["lastTransitionTime"] = current.get("lastTransitionTime") or \
                 condition["lastTransitionTime"]

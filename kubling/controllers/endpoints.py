@@ -26,7 +26,7 @@ from kubling.api import labels, meta
 from kubling.api.meta import Object
 from kubling.client import clock as clocks
 from kubling.client import informer, rest, workqueue
-from kubling.controllers import manager
+from kubling.controllers import manager, podcontrol
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +39,7 @@ OVER_CAPACITY = "endpoints.kubernetes.io/over-capacity"
 #: Upstream truncates an Endpoints object at this many addresses (EndpointSlices scale).
 MAX_ENDPOINTS_ADDRESSES = 1000
 
-_TERMINAL = ("Succeeded", "Failed")
-
-
 # -- what the endpoints and endpointslice controllers share ------------------------------
-
-
-def is_pod_ready(pod: Object) -> bool:
-    """The pod's ``Ready`` condition is ``True`` (upstream ``podutil.IsPodReady``)."""
-    for cond in (pod.get("status") or {}).get("conditions") or []:
-        if isinstance(cond, dict) and cond.get("type") == "Ready":
-            return cond.get("status") == "True"
-    return False
 
 
 def pod_ips(pod: Object) -> list[str]:
@@ -64,7 +53,7 @@ def pod_ips(pod: Object) -> list[str]:
 
 def should_pod_be_in_endpoints(pod: Object, *, include_terminating: bool) -> bool:
     """Running-or-pending pods with an IP; terminating ones only when asked for."""
-    if (pod.get("status") or {}).get("phase") in _TERMINAL:
+    if podcontrol.is_pod_terminal(pod):
         return False
     if not pod_ips(pod):
         return False
@@ -192,8 +181,8 @@ def _pod_signature(pod: Object) -> tuple[Any, ...]:
     md = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
     return (md.get("labels"), bool(md.get("deletionTimestamp")), pod_ips(pod),
-            is_pod_ready(pod), (pod.get("status") or {}).get("phase"), spec.get("nodeName"),
-            spec.get("hostname"), spec.get("subdomain"))
+            podcontrol.is_pod_ready(pod), (pod.get("status") or {}).get("phase"),
+            spec.get("nodeName"), spec.get("hostname"), spec.get("subdomain"))
 
 
 class PodServiceMapper:
@@ -322,7 +311,7 @@ def desired_subsets(service: Object, pods: list[Object]) -> tuple[list[Object], 
             address["nodeName"] = node_name
         address["targetRef"] = target_ref(pod)
         ready, not_ready, _ = groups.setdefault(port_key(ports), ([], [], ports))
-        (ready if publish_not_ready or is_pod_ready(pod) else not_ready).append(address)
+        (ready if publish_not_ready or podcontrol.is_pod_ready(pod) else not_ready).append(address)
     subsets = []
     total = 0
     truncated = False

@@ -27,7 +27,7 @@ from kubling.api import meta
 from kubling.api.meta import Object
 from kubling.client import informer, rest, workqueue
 from kubling.controllers import endpoints as ep
-from kubling.controllers import manager
+from kubling.controllers import manager, podcontrol
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def _group_of(slice_: Object) -> _GroupKey:
 def desired_endpoint(service: Object, pod: Object, address: str) -> Object:
     publish_not_ready = bool((service.get("spec") or {}).get("publishNotReadyAddresses"))
     terminating = bool((pod.get("metadata") or {}).get("deletionTimestamp"))
-    serving = publish_not_ready or ep.is_pod_ready(pod)
+    serving = publish_not_ready or podcontrol.is_pod_ready(pod)
     endpoint: Object = {
         "addresses": [address],
         "conditions": {"ready": publish_not_ready or (serving and not terminating),
@@ -128,9 +128,7 @@ def _slice_labels(service: Object) -> dict[str, str]:
 
 
 def _owner_ref(service: Object) -> Object:
-    return {"apiVersion": "v1", "kind": "Service", "name": meta.name_of(service),
-            "uid": (service.get("metadata") or {}).get("uid", ""), "controller": True,
-            "blockOwnerDeletion": True}
+    return podcontrol.controller_ref(service, api_version="v1", kind="Service")
 
 
 def _owned_by(slice_: Object, service: Object) -> bool:

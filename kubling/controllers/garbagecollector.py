@@ -31,9 +31,8 @@ from typing import Any
 from kubling.api import meta
 from kubling.api.meta import Object
 from kubling.api.resources import ResourceType
-from kubling.client import informer, rest, workqueue
+from kubling.client import discovery, informer, rest, workqueue
 from kubling.controllers import gc_graph, manager
-from kubling.controllers import namespace as namespace_controller
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ class GarbageCollector:
         self.resync_period = resync_period
         self.graph = gc_graph.Graph()
         self.absent = gc_graph.AbsentOwners()
-        self.discovery = namespace_controller.Discovery(())
+        self.discovery = discovery.Discovery(())
         self.monitors: dict[ResourceType, informer.Informer] = {}
         self._uids: dict[tuple[str, str], str] = {}  # (group-resource, key) → uid seen
         self.graph_queue: workqueue.WorkQueue[GraphKey] = workqueue.WorkQueue(
@@ -106,7 +105,7 @@ class GarbageCollector:
             await self.clock.sleep(self.resync_period)
             try:
                 await self.sync_monitors()
-            except namespace_controller.DISCOVERY_ERRORS as err:
+            except discovery.DISCOVERY_ERRORS as err:
                 log.warning("garbage collector: discovery failed: %s", err)
 
     async def _wait_for_monitors(self, *, timeout: float) -> None:
@@ -122,7 +121,7 @@ class GarbageCollector:
     async def sync_monitors(self) -> None:
         """Watch what discovery lists now: start informers for new resources, stop those
         for resources that went away (a deleted CRD)."""
-        self.discovery = await namespace_controller.discover(self.client)
+        self.discovery = await discovery.discover(self.client)
         wanted = {rt for rt in self.discovery.resources
                   if _NEEDED_VERBS <= set(rt.verbs) and rt.group_resource not in IGNORED}
         if not self.discovery.failed:

@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
-from typing import Any
-
-import orjson
 
 from kubling.api import labels, meta
 from kubling.api.meta import Object
@@ -32,36 +29,27 @@ CONTROLLER_REVISION_HASH_LABEL = "controller-revision-hash"
 #: StatefulSet revisions (upstream's ``history`` package): the hash of the revision's data.
 REVISION_HASH_LABEL = "controller.kubernetes.io/hash"
 
-_SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _NAME_PREFIX_MAX = 223  # 253 minus room for "-" and the hash
 
 
 # -- hashes and names ---------------------------------------------------------------------
 
 
-def _canonical(value: Any) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-
-
 def _fnv32(data: bytes) -> int:
-    """FNV-1 (multiply, then xor), the variant upstream's ``HashControllerRevision`` uses."""
+    """FNV-1 (multiply, then xor), the variant upstream's ``HashControllerRevision`` uses
+    (a template's hash, ``deployment_util.compute_hash``, is FNV-1a)."""
     h = 0x811C9DC5
     for byte in data:
         h = ((h * 0x01000193) & 0xFFFFFFFF) ^ byte
     return h
 
 
-def safe_encode(text: str) -> str:
-    """Upstream ``rand.SafeEncodeString``: no vowels, so a hash never spells a word."""
-    return "".join(_SAFE_ALPHABET[ord(c) % len(_SAFE_ALPHABET)] for c in text)
-
-
 def hash_revision(data: Object, collision_count: int | None) -> str:
     """The hash of a revision's data (and the collision count, when there is one)."""
-    raw = _canonical(data)
+    raw = podcontrol.canonical_json(data)
     if collision_count is not None:
         raw += str(collision_count).encode()
-    return safe_encode(str(_fnv32(raw)))
+    return podcontrol.safe_encode(str(_fnv32(raw)))
 
 
 def revision_name(owner_name: str, hash_: str) -> str:
@@ -125,7 +113,7 @@ def new_revision(owner: Object, *, kind: str, data: Object, number: int, hash_la
 
 
 def same_data(a: Object, b: Object) -> bool:
-    return _canonical(a.get("data")) == _canonical(b.get("data"))
+    return podcontrol.canonical_json(a.get("data")) == podcontrol.canonical_json(b.get("data"))
 
 
 async def create_revision(

@@ -39,11 +39,6 @@ PODS = rest.lookup("v1", "pods")
 POD_CONTROLLER_INDEX = "job-controller/controller-uid"
 
 
-def _controller_uid_index(pod: Object) -> list[str]:
-    uid = jp.controller_uid(pod)
-    return [uid] if uid else []
-
-
 def managed_here(job: Object) -> bool:
     """``spec.managedBy`` names this controller (or nobody): others' Jobs are left alone."""
     managed_by = (job.get("spec") or {}).get("managedBy")
@@ -61,7 +56,7 @@ class JobController:
         self.jobs = ctx.informers.informer(JOBS)
         self.pods = ctx.informers.informer(PODS)
         try:
-            self.pods.indexer.add_index(POD_CONTROLLER_INDEX, _controller_uid_index)
+            self.pods.indexer.add_index(POD_CONTROLLER_INDEX, podcontrol.controller_uid_index)
         except ValueError:
             pass  # the shared informer already has it
         self.queue: workqueue.WorkQueue[str] = workqueue.WorkQueue(name="job", clock=ctx.clock)
@@ -71,7 +66,7 @@ class JobController:
         self.removals = jp.FinalizerExpectations()
         #: Pod-failure backoff per Job key, as upstream's ``backoffStore`` (in memory).
         self.backoff: dict[str, js.BackoffRecord] = {}
-        self.written = js.StatusWrites()
+        self.written = podcontrol.StatusWrites()
         self.jobs.add_event_handler(on_add=self._job_added, on_update=self._job_updated,
                                     on_delete=self._job_deleted)
         self.pods.add_event_handler(on_add=self._pod_added, on_update=self._pod_updated,

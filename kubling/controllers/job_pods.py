@@ -24,12 +24,6 @@ def controller_ref(job: Object) -> Object:
     return podcontrol.controller_ref(job, api_version="batch/v1", kind="Job")
 
 
-def controller_uid(obj: Object) -> str:
-    """The uid of ``obj``'s controlling owner, or ``""``."""
-    ref = podcontrol.controller_of(obj)
-    return str(ref.get("uid") or "") if ref is not None else ""
-
-
 def _index_generate_name(job_name: str, index: int) -> str:
     suffix = f"-{index}-"
     prefix = job_name + suffix

@@ -3,9 +3,7 @@
 Everything here is a function of its arguments (and of the time passed in), so the rules
 that decide a Job's fate — which pods count as failed, what a pod failure policy says,
 when a condition changes, how long to back off — can be read and tested on their own.
-``job.py`` holds the loop that applies them through the API. The one stateful piece,
-``StatusWrites``, remembers the controller's own status writes (the CronJob controller
-uses it too).
+``job.py`` holds the loop that applies them through the API.
 """
 
 from __future__ import annotations
@@ -43,57 +41,11 @@ MESSAGE_DEADLINE = "Job was active longer than specified deadline"
 MESSAGE_COMPLETIONS_REACHED = "Reached expected number of succeeded pods"
 
 
-# -- our own writes ------------------------------------------------------------------
-
-
-def resource_version(obj: Object) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
-
-
-class StatusWrites:
-    """What our own status writes returned, until the informer shows them.
-
-    A reconcile that follows a status write before its watch event arrives would read the
-    replaced version from the cache and fail with a conflict. ``fresher`` hands it the
-    written object instead while the cache still shows a version one of our writes
-    replaced; once the cache shows anything else (our write, or someone else's), the
-    cache is the truth again. Used by the Job and CronJob controllers.
-    """
-
-    def __init__(self) -> None:
-        self._by_key: dict[str, tuple[set[str], Object]] = {}
-
-    def fresher(self, key: str, cached: Object) -> Object:
-        known = self._by_key.get(key)
-        if known is None:
-            return cached
-        replaced, written = known
-        if resource_version(cached) in replaced:
-            return written
-        del self._by_key[key]
-        return cached
-
-    def wrote(self, key: str, sent: Object, returned: Object) -> None:
-        replaced = self._by_key[key][0] if key in self._by_key else set()
-        replaced.add(resource_version(sent))
-        self._by_key[key] = (replaced, returned)
-
-    def forget(self, key: str) -> None:
-        self._by_key.pop(key, None)
-
-
 # -- conditions ------------------------------------------------------------------------
 
 
-def find_condition(job: Object, type_: str) -> dict[str, Any] | None:
-    for cond in (job.get("status") or {}).get("conditions") or []:
-        if isinstance(cond, dict) and cond.get("type") == type_:
-            return cond
-    return None
-
-
 def condition_true(job: Object, type_: str) -> bool:
-    cond = find_condition(job, type_)
+    cond = podcontrol.find_condition(job, type_)
     return cond is not None and cond.get("status") == "True"
 
 
@@ -206,13 +158,9 @@ is_active = podcontrol.is_pod_active
 is_ready = podcontrol.is_pod_ready
 
 
-def is_terminal(pod: Object) -> bool:
-    return phase(pod) in ("Succeeded", "Failed")
-
-
 def is_terminating(pod: Object) -> bool:
     """Being deleted but not finished: a pod ``status.terminating`` counts."""
-    return is_deleting(pod) and not is_terminal(pod)
+    return is_deleting(pod) and not podcontrol.is_pod_terminal(pod)
 
 
 def has_tracking_finalizer(pod: Object) -> bool:

@@ -156,7 +156,7 @@ class JobSync:
         """Why the Job is over, if it is: a condition already recorded, a ``FailJob`` rule,
         the backoff limit or the active deadline (in upstream's order)."""
         for type_ in (js.SUCCESS_CRITERIA_MET, js.FAILURE_TARGET):
-            cond = js.find_condition(self.job, type_)
+            cond = podcontrol.find_condition(self.job, type_)
             if cond is not None and cond.get("status") == "True":
                 return js.Condition(type_, str(cond.get("reason") or ""),
                                     str(cond.get("message") or ""))

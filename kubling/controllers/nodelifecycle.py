@@ -38,7 +38,7 @@ from typing import Any
 from kubling.api import meta
 from kubling.api.meta import Object
 from kubling.client import events, informer, rest, workqueue
-from kubling.controllers import manager, ttlafterfinished
+from kubling.controllers import manager, podcontrol
 
 log = logging.getLogger(__name__)
 
@@ -77,30 +77,9 @@ class _Health:
     ready: str | None = None
 
 
-def _condition(node: Object, kind: str) -> Object | None:
-    for cond in (node.get("status") or {}).get("conditions") or []:
-        if isinstance(cond, dict) and cond.get("type") == kind:
-            return cond
-    return None
-
-
 def _node_of(pod: Object) -> list[str]:
     name = (pod.get("spec") or {}).get("nodeName")
     return [name] if name else []
-
-
-def tolerates(toleration: Object, taint: Object) -> bool:
-    """Upstream ``Toleration.ToleratesTaint``."""
-    effect = toleration.get("effect") or ""
-    if effect and effect != taint.get("effect"):
-        return False
-    operator = toleration.get("operator") or "Equal"
-    key = toleration.get("key") or ""
-    if key and key != taint.get("key"):
-        return False
-    if operator == "Exists":
-        return True
-    return bool(key) and (toleration.get("value") or "") == (taint.get("value") or "")
 
 
 def toleration_time(pod: Object, taints: list[Object]) -> float | None:
@@ -109,7 +88,7 @@ def toleration_time(pod: Object, taints: list[Object]) -> float | None:
     tolerations = (pod.get("spec") or {}).get("tolerations") or []
     used: list[Object] = []
     for taint in taints:
-        matching = [t for t in tolerations if tolerates(t, taint)]
+        matching = [t for t in tolerations if podcontrol.tolerates(t, taint)]
         if not matching:
             return None
         used += matching
@@ -136,7 +115,7 @@ class NodeLifecycleController:
         self.startup_grace_period = node_startup_grace_period
         self.monitor_period = node_monitor_period
         self.clock = ctx.clock
-        self.wall = ttlafterfinished.WallClock(ctx.clock)
+        self.wall = podcontrol.WallClock(ctx.clock)
         self.nodes_api = ctx.client.resource(NODES)
         self.pods_api = ctx.client.resource(PODS)
         self.recorder: events.EventRecorder = ctx.recorder_for("node-controller")
@@ -200,7 +179,7 @@ class NodeLifecycleController:
         silent_for = self.clock.monotonic() - health.probe
         if silent_for > grace:
             node = await self._mark_unknown(node)
-        ready = _condition(node, "Ready")
+        ready = podcontrol.find_condition(node, "Ready")
         ready_status = ready.get("status") if ready is not None else None
         health.ready = ready_status
         if previous_ready == "True" and ready_status not in (None, "True"):
@@ -218,12 +197,12 @@ class NodeLifecycleController:
         """Update the node's health record from what it posted; return its grace period."""
         name = meta.name_of(node)
         now = self.clock.monotonic()
-        ready = _condition(node, "Ready")
+        ready = podcontrol.find_condition(node, "Ready")
         saved = self._health.get(name)
         if ready is None:
             grace = self.startup_grace_period
             if saved is None:
-                created = ttlafterfinished.parse_time(
+                created = podcontrol.parse_time(
                     (node.get("metadata") or {}).get("creationTimestamp"))
                 age = self.wall.now() - created if created is not None else 0.0
                 saved = self._health[name] = _Health(probe=now - max(0.0, age))
@@ -237,7 +216,7 @@ class NodeLifecycleController:
                 saved.probe = now
         lease = self.leases.indexer.get(f"{LEASE_NAMESPACE}/{name}")
         if lease is not None:
-            renewed = ttlafterfinished.parse_time((lease.get("spec") or {}).get("renewTime"))
+            renewed = podcontrol.parse_time((lease.get("spec") or {}).get("renewTime"))
             if renewed is not None and (saved.lease_renew is None
                                         or renewed > saved.lease_renew):
                 saved.lease_renew = renewed
@@ -248,10 +227,10 @@ class NodeLifecycleController:
         updated = copy.deepcopy(node)
         status = updated.setdefault("status", {})
         conditions = status.setdefault("conditions", [])
-        stamp = self.wall.rfc3339()
+        stamp = self.wall.stamp()
         changed = False
         for kind in _UNKNOWN_CONDITIONS:
-            cond = _condition(updated, kind)
+            cond = podcontrol.find_condition(updated, kind)
             if cond is None:
                 conditions.append({
                     "type": kind, "status": "Unknown", "reason": "NodeStatusNeverUpdated",
@@ -279,9 +258,9 @@ class NodeLifecycleController:
                    or (t.get("effect") == "NoExecute" and t.get("key") in _MANAGED_NO_EXECUTE)]
         keep = [t for t in current if t not in managed]
         wanted: list[tuple[str, str]] = []
-        ready = _condition(node, "Ready")
+        ready = podcontrol.find_condition(node, "Ready")
         for kind, value, key in _CONDITION_TAINTS:
-            cond = _condition(node, kind)
+            cond = podcontrol.find_condition(node, kind)
             if cond is not None and cond.get("status") == value:
                 wanted.append((key, "NoSchedule"))
         if spec.get("unschedulable"):
@@ -303,7 +282,7 @@ class NodeLifecycleController:
             if existing is not None:
                 result.append(existing)
             elif effect == "NoExecute":
-                result.append({"key": key, "effect": effect, "timeAdded": self.wall.rfc3339()})
+                result.append({"key": key, "effect": effect, "timeAdded": self.wall.stamp()})
             else:
                 result.append({"key": key, "effect": effect})
         return result
@@ -328,13 +307,13 @@ class NodeLifecycleController:
         for pod in self.pods.indexer.by_index(_POD_INDEX, node_name):
             if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                 continue
-            ready = _condition(pod, "Ready")
+            ready = podcontrol.find_condition(pod, "Ready")
             if ready is None or ready.get("status") != "True":
                 continue
             updated = copy.deepcopy(pod)
-            cond = _condition(updated, "Ready")
+            cond = podcontrol.find_condition(updated, "Ready")
             assert cond is not None
-            cond.update({"status": "False", "lastTransitionTime": self.wall.rfc3339()})
+            cond.update({"status": "False", "lastTransitionTime": self.wall.stamp()})
             try:
                 await self.pods_api.update_status(updated)
             except rest.ApiError as err:
@@ -376,7 +355,7 @@ class NodeLifecycleController:
         status["conditions"].append({
             "type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager",
             "message": "Taint manager: deleting due to NoExecute taint",
-            "lastTransitionTime": self.wall.rfc3339()})
+            "lastTransitionTime": self.wall.stamp()})
         uid = (pod.get("metadata") or {}).get("uid")
         try:
             await self.pods_api.update_status(updated)

@@ -6,13 +6,16 @@ package utilities, written once.
 - ``Expectations``: creations and deletions a controller has sent but its informer has not
   shown yet. They are recorded *before* the writes go out, so that a reconcile running
   while the cache lags never creates or deletes twice;
-- pod state: active, ready, available (ready for ``minReadySeconds``);
+- object and pod state: conditions, ``replicas``, terminal, active, ready, available
+  (ready for ``minReadySeconds``), taints tolerated;
 - controller references and ``RefManager.claim`` (adopt matching orphans, release owned
   objects that stopped matching) with upstream's strategic-merge patches, which carry the
   object's uid as a precondition;
 - ``slow_start_batch``: create in batches of 1, 2, 4, ... so a failing create (quota,
   admission) fails once rather than a thousand times;
-- ``pods_to_delete``: upstream's ranking of which pods a scale-down removes first.
+- ``pods_to_delete``: upstream's ranking of which pods a scale-down removes first;
+- ``StatusWrites``: a controller's own status writes, until its informer shows them;
+- hashing: the canonical JSON and ``safe_encode`` that template and revision hashes share.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, cast
+
+import orjson
 
 from kubling.api import labels, meta
 from kubling.api.meta import Object
@@ -136,24 +141,41 @@ class Expectations:
 # -- pods ------------------------------------------------------------------------------------
 
 
+def find_condition(obj: Object, type_: str) -> Object | None:
+    """The first of ``status.conditions`` of type ``type_`` (any object), if any."""
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if isinstance(cond, dict) and cond.get("type") == type_:
+            return cond
+    return None
+
+
+def replicas_of(owner: Object) -> int:
+    """``spec.replicas`` of a workload (or a ``Scale``): 1 when unset, as defaulting does."""
+    value = (owner.get("spec") or {}).get("replicas")
+    return int(value) if isinstance(value, int) else 1
+
+
 def phase_of(pod: Object) -> str:
     return str((pod.get("status") or {}).get("phase") or "")
 
 
 def is_terminating(obj: Object) -> bool:
+    """``metadata.deletionTimestamp`` is set (on any object)."""
     return bool(meta.metadata(obj).get("deletionTimestamp"))
+
+
+def is_pod_terminal(pod: Object) -> bool:
+    """``Succeeded`` or ``Failed``: no container of the pod will run again."""
+    return phase_of(pod) in ("Succeeded", "Failed")
 
 
 def is_pod_active(pod: Object) -> bool:
     """Neither finished nor being deleted: a pod that still counts towards ``replicas``."""
-    return phase_of(pod) not in ("Succeeded", "Failed") and not is_terminating(pod)
+    return not is_pod_terminal(pod) and not is_terminating(pod)
 
 
 def ready_condition(pod: Object) -> Object | None:
-    for cond in (pod.get("status") or {}).get("conditions") or []:
-        if isinstance(cond, dict) and cond.get("type") == "Ready":
-            return cond
-    return None
+    return find_condition(pod, "Ready")
 
 
 def is_pod_ready(pod: Object) -> bool:
@@ -188,6 +210,18 @@ def is_pod_available(pod: Object, min_ready_seconds: int, now: float) -> bool:
     return available_in(pod, min_ready_seconds, now) == 0.0
 
 
+def tolerates(toleration: Object, taint: Object) -> bool:
+    """Upstream ``Toleration.ToleratesTaint``: an empty key or effect matches any."""
+    if toleration.get("effect") and toleration.get("effect") != taint.get("effect"):
+        return False
+    if toleration.get("key") and toleration.get("key") != taint.get("key"):
+        return False
+    operator = toleration.get("operator") or "Equal"
+    if operator == "Exists":
+        return True
+    return operator == "Equal" and (toleration.get("value") or "") == (taint.get("value") or "")
+
+
 # -- controller references -------------------------------------------------------------------
 
 
@@ -208,6 +242,12 @@ def controller_of(obj: Object) -> Object | None:
 
 def uid_of(obj: Object) -> str:
     return str(meta.metadata(obj).get("uid") or "")
+
+
+def controller_uid_index(obj: Object) -> list[str]:
+    """An ``Indexer`` function: objects by the uid of their controller (``[]`` for none)."""
+    ref = controller_of(obj)
+    return [str(ref.get("uid"))] if ref is not None and ref.get("uid") else []
 
 
 def resolve_controller_ref(indexer: informer.Indexer, namespace: str, ref: Object | None,
@@ -456,3 +496,57 @@ def pods_to_delete(pods: Sequence[Object], related: Iterable[Object], count: int
 def label_subset(required: dict[str, Any], have: dict[str, str]) -> bool:
     """Whether ``have`` carries every label of ``required`` with the same value."""
     return all(have.get(k) == v for k, v in required.items())
+
+
+# -- our own status writes -------------------------------------------------------------------
+
+
+def resource_version(obj: Object) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+class StatusWrites:
+    """What our own status writes returned, until the informer shows them.
+
+    A reconcile that follows a status write before its watch event arrives would read the
+    replaced version from the cache and fail with a conflict. ``fresher`` hands it the
+    written object instead while the cache still shows a version one of our writes
+    replaced; once the cache shows anything else (our write, or someone else's), the
+    cache is the truth again. Used by the Job and CronJob controllers.
+    """
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, tuple[set[str], Object]] = {}
+
+    def fresher(self, key: str, cached: Object) -> Object:
+        known = self._by_key.get(key)
+        if known is None:
+            return cached
+        replaced, written = known
+        if resource_version(cached) in replaced:
+            return written
+        del self._by_key[key]
+        return cached
+
+    def wrote(self, key: str, sent: Object, returned: Object) -> None:
+        replaced = self._by_key[key][0] if key in self._by_key else set()
+        replaced.add(resource_version(sent))
+        self._by_key[key] = (replaced, returned)
+
+    def forget(self, key: str) -> None:
+        self._by_key.pop(key, None)
+
+
+# -- hashing ---------------------------------------------------------------------------------
+
+_SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def canonical_json(value: Any) -> bytes:
+    """JSON with sorted keys: what template and revision hashes are computed over."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def safe_encode(text: str) -> str:
+    """Upstream ``rand.SafeEncodeString``: no vowels, so a hash never spells a word."""
+    return "".join(_SAFE_ALPHABET[ord(c) % len(_SAFE_ALPHABET)] for c in text)

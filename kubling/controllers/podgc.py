@@ -27,7 +27,7 @@ import logging
 from kubling.api import meta
 from kubling.api.meta import Object
 from kubling.client import rest, workqueue
-from kubling.controllers import manager, ttlafterfinished
+from kubling.controllers import manager, podcontrol
 
 log = logging.getLogger(__name__)
 
@@ -40,24 +40,13 @@ GC_CHECK_PERIOD = 20.0
 QUARANTINE_TIME = 40.0
 OUT_OF_SERVICE_TAINT = "node.kubernetes.io/out-of-service"
 
-_TERMINAL = ("Succeeded", "Failed")
 #: The one key on the queue: each reconcile is a full sweep.
 _SWEEP = "sweep"
 
 
-def is_terminated(pod: Object) -> bool:
-    return (pod.get("status") or {}).get("phase") in _TERMINAL
-
-
-def is_terminating(pod: Object) -> bool:
-    return bool((pod.get("metadata") or {}).get("deletionTimestamp"))
-
-
 def node_is_ready(node: Object) -> bool:
-    for cond in (node.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return bool(cond.get("status") == "True")
-    return False
+    cond = podcontrol.find_condition(node, "Ready")
+    return cond is not None and cond.get("status") == "True"
 
 
 class PodGCController:
@@ -71,7 +60,7 @@ class PodGCController:
         self.gc_check_period = gc_check_period
         self.quarantine_time = quarantine_time
         self.clock = ctx.clock
-        self.wall = ttlafterfinished.WallClock(ctx.clock)
+        self.wall = podcontrol.WallClock(ctx.clock)
         self.pods_api = ctx.client.resource(PODS)
         self.nodes_api = ctx.client.resource(NODES)
         self.queue: workqueue.WorkQueue[str] = workqueue.WorkQueue(name="podgc",
@@ -98,7 +87,7 @@ class PodGCController:
         return min(self.gc_check_period, next_check)
 
     async def _gc_terminated(self, pods: list[Object]) -> None:
-        terminated = [p for p in pods if is_terminated(p)]
+        terminated = [p for p in pods if podcontrol.is_pod_terminal(p)]
         excess = len(terminated) - self.threshold
         if excess <= 0:
             return
@@ -111,7 +100,7 @@ class PodGCController:
     async def _gc_terminating_out_of_service(self, pods: list[Object]) -> None:
         for pod in pods:
             node_name = (pod.get("spec") or {}).get("nodeName")
-            if not node_name or not is_terminating(pod):
+            if not node_name or not podcontrol.is_terminating(pod):
                 continue
             node = self.nodes.indexer.get(node_name)
             if node is None or node_is_ready(node):
@@ -150,7 +139,7 @@ class PodGCController:
 
     async def _gc_unscheduled_terminating(self, pods: list[Object]) -> None:
         for pod in pods:
-            if is_terminating(pod) and not (pod.get("spec") or {}).get("nodeName"):
+            if podcontrol.is_terminating(pod) and not (pod.get("spec") or {}).get("nodeName"):
                 await self._force_delete(pod, "PodGC: unscheduled pod is terminating")
 
     async def _node_exists(self, name: str) -> bool:
@@ -166,7 +155,7 @@ class PodGCController:
         """Mark a live pod ``Failed`` (with why), then delete it with no grace period."""
         namespace, name = meta.namespace_of(pod), meta.name_of(pod)
         try:
-            if reason_message is not None and not is_terminated(pod):
+            if reason_message is not None and not podcontrol.is_pod_terminal(pod):
                 await self._mark_failed(pod, reason_message)
             uid = (pod.get("metadata") or {}).get("uid")
             await self.pods_api.delete(name, namespace=namespace, grace_period_seconds=0,
@@ -184,7 +173,7 @@ class PodGCController:
                       if c.get("type") != "DisruptionTarget"]
         conditions.append({"type": "DisruptionTarget", "status": "True",
                            "reason": "DeletionByPodGC", "message": message,
-                           "lastTransitionTime": self.wall.rfc3339()})
+                           "lastTransitionTime": self.wall.stamp()})
         status["conditions"] = conditions
         await self.pods_api.update_status(updated)
 

@@ -61,11 +61,6 @@ REPLICATION_CONTROLLER = _Kind(rest.lookup("v1", "replicationcontrollers"), "v1"
                                "ReplicationController", "replication-controller", _rc_selector)
 
 
-def replicas_of(owner: Object) -> int:
-    value = (owner.get("spec") or {}).get("replicas")
-    return int(value) if isinstance(value, int) else 1
-
-
 def min_ready_seconds(owner: Object) -> int:
     value = (owner.get("spec") or {}).get("minReadySeconds")
     return int(value) if isinstance(value, int) else 0
@@ -222,7 +217,7 @@ class _ReplicaController:
                                          kind=self.kind.kind)
 
     async def _manage_replicas(self, key: str, owner: Object, pods: list[Object]) -> None:
-        diff = len(pods) - replicas_of(owner)
+        diff = len(pods) - podcontrol.replicas_of(owner)
         if diff < 0:
             await self._create_pods(key, owner, min(-diff, self.burst_replicas))
         elif diff > 0:
@@ -318,7 +313,7 @@ class _ReplicaController:
         conditions = [c for c in old_status.get("conditions") or [] if isinstance(c, dict)]
         has_failure = any(c.get("type") == REPLICA_FAILURE for c in conditions)
         if failure is not None and not has_failure:
-            diff = len(pods) - replicas_of(owner)
+            diff = len(pods) - podcontrol.replicas_of(owner)
             reason = "FailedCreate" if diff < 0 else "FailedDelete" if diff > 0 else ""
             message = failure.message if isinstance(failure, rest.ApiError) else str(failure)
             conditions.append({"type": REPLICA_FAILURE, "status": "True",
@@ -355,7 +350,7 @@ class _ReplicaController:
         """When a ready-but-not-yet-available pod becomes available, if all are ready."""
         min_ready = min_ready_seconds(owner)
         status = owner.get("status") or {}
-        wanted = replicas_of(owner)
+        wanted = podcontrol.replicas_of(owner)
         if (min_ready <= 0 or status.get("readyReplicas", 0) != wanted
                 or status.get("availableReplicas", 0) == wanted):
             return None

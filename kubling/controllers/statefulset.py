@@ -76,14 +76,9 @@ def start_ordinal(set_: Object) -> int:
     return int((_spec(set_).get("ordinals") or {}).get("start") or 0)
 
 
-def replicas_of(set_: Object) -> int:
-    replicas = _spec(set_).get("replicas")
-    return 1 if replicas is None else int(replicas)
-
-
 def in_ordinal_range(set_: Object, ordinal: int) -> bool:
     start = start_ordinal(set_)
-    return start <= ordinal < start + replicas_of(set_)
+    return start <= ordinal < start + podcontrol.replicas_of(set_)
 
 
 def claim_name(template: Object, set_: Object, ordinal: int) -> str:
@@ -417,7 +412,7 @@ class _Sync:
     async def _update_pods(self, min_ready: int) -> None:
         status = self.status
         now = self.c.wall.now()
-        start, count = start_ordinal(self.set), replicas_of(self.set)
+        start, count = start_ordinal(self.set), podcontrol.replicas_of(self.set)
         replicas: list[Object | None] = [None] * count
         condemned: list[Object] = []
         for pod in self.pods:

@@ -7,63 +7,26 @@ that many seconds after it finished -- the ``lastTransitionTime`` of its ``Compl
 deleting, the Job is read fresh from the API server rather than the cache, because a user
 may have just changed the TTL, and the delete is made on the exact object read (a uid
 precondition), so that a recreated Job of the same name is never deleted by mistake.
-
-This module also holds ``WallClock``: controllers compare the wall-clock timestamps the API
-writes (``lastTransitionTime``, ``disruptedPods``) with "now", and deriving "now" from the
-controller's ``Clock`` lets tests move it with a ``FakeClock``.
 """
 
 from __future__ import annotations
 
-import datetime
 import logging
-import time
 
 from kubling.api.meta import Object
-from kubling.client import clock as clocks
 from kubling.client import informer, rest, workqueue
-from kubling.controllers import manager
+from kubling.controllers import manager, podcontrol
 
 log = logging.getLogger(__name__)
 
 JOBS = rest.lookup("batch/v1", "jobs")
 
 
-class WallClock:
-    """Wall-clock seconds that advance with ``clock``: real time under ``REAL``, test time
-    under a ``FakeClock``."""
-
-    def __init__(self, clock: clocks.Clock) -> None:
-        self.clock = clock
-        self._offset = time.time() - clock.monotonic()
-
-    def now(self) -> float:
-        return self.clock.monotonic() + self._offset
-
-    def rfc3339(self) -> str:
-        """``now`` as ``metav1.Time`` writes it."""
-        moment = datetime.datetime.fromtimestamp(self.now(), datetime.UTC)
-        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: object) -> float | None:
-    """A ``metav1.Time`` (RFC 3339) as epoch seconds; ``None`` when absent or malformed."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    return moment.timestamp()
-
-
 def finish_time(job: Object) -> float | None:
     """When the Job finished: its true ``Complete`` or ``Failed`` condition's transition."""
     for cond in (job.get("status") or {}).get("conditions") or []:
         if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
-            return parse_time(cond.get("lastTransitionTime"))
+            return podcontrol.parse_time(cond.get("lastTransitionTime"))
     return None
 
 
@@ -87,7 +50,7 @@ class TTLAfterFinishedController:
 
     def __init__(self, ctx: manager.ControllerContext) -> None:
         self.jobs_api = ctx.client.resource(JOBS)
-        self.wall = WallClock(ctx.clock)
+        self.wall = podcontrol.WallClock(ctx.clock)
         self.queue: workqueue.WorkQueue[str] = workqueue.WorkQueue(name="ttl-after-finished",
                                                                    clock=ctx.clock)
         self.jobs = ctx.informers.informer(JOBS)

@@ -14,7 +14,7 @@ import pytest
 
 from kubling.client import clock as clocks
 from kubling.client import rest
-from kubling.controllers import job, job_status
+from kubling.controllers import job, job_status, podcontrol
 from tests.client.helpers import make_namespace, run
 from tests.controllers.test_podgc import controller_running, private_server, settle
 from tests.server_fixture import KublingServer
@@ -82,7 +82,7 @@ async def finish(client: rest.Client, pod: dict[str, Any], phase: str,
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    return job_status.find_condition(obj, type_)
+    return podcontrol.find_condition(obj, type_)
 
 
 def types_of(obj: dict[str, Any]) -> list[str]:

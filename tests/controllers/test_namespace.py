@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kubling.api.resources import ResourceType
+from kubling.client import discovery
 from kubling.controllers import namespace
 from tests.server_fixture import KublingServer
 
@@ -126,8 +127,8 @@ def test_content_with_finalizers_keeps_the_namespace_terminating(
 # -- the conditions, as pure functions ------------------------------------------------------
 
 
-def _discovery(**kwargs: Any) -> namespace.Discovery:
-    return namespace.Discovery((), **kwargs)
+def _discovery(**kwargs: Any) -> discovery.Discovery:
+    return discovery.Discovery((), **kwargs)
 
 
 def test_conditions_carry_upstream_reasons_and_messages() -> None:
@@ -169,7 +170,7 @@ def test_merge_conditions_writes_ok_variants_and_keeps_unchanged_ones() -> None:
 
 def test_discovery_maps_kinds_to_resources() -> None:
     widgets = ResourceType("example.com", "v2", "Widget", "widgets", "widget", True)
-    found = namespace.Discovery((widgets,))
+    found = discovery.Discovery((widgets,))
     assert found.by_kind("example.com/v1", "Widget") is widgets  # another version: same objects
     assert found.by_kind("example.com/v2", "Widget") is widgets
     built_in = found.by_kind("apps/v1", "Deployment")  # falls back to the catalogue

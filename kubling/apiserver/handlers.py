@@ -182,6 +182,7 @@ class ResourceHandlers:
             )
         obj["kind"] = kind
         obj["apiVersion"] = api_version
+        _null_strings(obj)
         duplicates: list[str] = []
         if media in (negotiation.JSON, "") and request.query.get("fieldValidation") != "Ignore":
             duplicates = [f'duplicate field "{path}"'
@@ -443,6 +444,7 @@ class ResourceHandlers:
                     f"the patch changes apiVersion/kind: {result.get('apiVersion')}/"
                     f"{result.get('kind')}"
                 )
+            _null_strings(patched)
             warnings[:] = self._check_schema(request, strategy, patched)
             return patched
 
@@ -453,7 +455,9 @@ class ResourceHandlers:
         options = await self._delete_options(request)
         result = await store.delete(namespace, info.name, options)
         if not result.deleted:
-            return self._respond(request, store, result.obj, 202)
+            # Upstream answers 202 only when orphanDependents=false was asked for.
+            code = 202 if options.orphan_dependents is False else 200
+            return self._respond(request, store, result.obj, code)
         if store.strategy.return_deleted_object:
             return self._respond(request, store, result.obj, 200)
         details: dict[str, Any] = {"name": info.name}
@@ -481,6 +485,18 @@ class ResourceHandlers:
         if grace is not None and not isinstance(grace, int):
             raise errors.bad_request("gracePeriodSeconds must be an integer")
         policy = query.get("propagationPolicy") or data.get("propagationPolicy")
+        orphan = data.get("orphanDependents")
+        if "orphanDependents" in query:
+            orphan = query["orphanDependents"].lower() == "true"
+        if orphan is not None:
+            if not isinstance(orphan, bool):
+                raise errors.bad_request("orphanDependents must be a boolean")
+            if policy is not None:
+                raise errors.APIError(422, "Invalid", 'DeleteOptions.meta.k8s.io "" is invalid: '
+                                      "propagationPolicy: Invalid value: \"" + str(policy)
+                                      + "\": orphanDependents and deletionPropagation "
+                                      "cannot be both set")
+            policy = "Orphan" if orphan else "Background"
         if policy not in (None, "Orphan", "Background", "Foreground"):
             raise errors.bad_request(
                 f'propagationPolicy: Unsupported value: "{policy}": supported values: '
@@ -489,12 +505,17 @@ class ResourceHandlers:
         pre = data.get("preconditions") or {}
         if not isinstance(pre, dict):
             raise errors.bad_request("preconditions must be an object")
-        dry = _dry_run(query) or data.get("dryRun") == ["All"]
+        body_dry = data.get("dryRun")
+        if body_dry is not None and (not isinstance(body_dry, list)
+                                     or any(v != "All" for v in body_dry)):
+            raise errors.bad_request(f"Invalid dry run value: {body_dry}; supported: All")
+        dry = _dry_run(query) or bool(body_dry)
         return DeleteOptions(
             grace_period_seconds=grace,
             preconditions=Preconditions(pre.get("uid"), pre.get("resourceVersion")),
             propagation_policy=policy,
             dry_run=dry,
+            orphan_dependents=orphan,
         )
 
     async def _delete_collection(self, request: web.Request, info: RequestInfo,
@@ -540,7 +561,7 @@ class ResourceHandlers:
         response.enable_chunked_encoding()
         await response.prepare(request)
         timeout = opts.timeout_seconds
-        if timeout is None:
+        if not timeout or timeout < 0:  # 0 means "the server's default", as upstream
             timeout = _MIN_REQUEST_TIMEOUT + int(random.random() * _MIN_REQUEST_TIMEOUT)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -569,6 +590,19 @@ class ResourceHandlers:
                 await response.write(encoder.event(event))
             await response.write_eof()
         return response
+
+
+def _null_strings(obj: Object) -> None:
+    """A null label or annotation value decodes to "" (Go's map[string]string), not null."""
+    md = obj.get("metadata")
+    if not isinstance(md, dict):
+        return
+    for key in ("labels", "annotations"):
+        values = md.get(key)
+        if isinstance(values, dict):
+            for name, value in values.items():
+                if value is None:
+                    values[name] = ""
 
 
 def _warning_headers(warnings: list[str]) -> CIMultiDict[str] | None:

@@ -103,7 +103,8 @@ def decode_body(body: bytes, content_type: str | None) -> Any:
             raise errors.bad_request(f"json parse error: {err}") from None
     if media in (YAML, "application/x-yaml", "text/yaml") or media.endswith("+yaml"):
         try:
-            return yaml.load(body, Loader=_YAMLLoader)
+            _refuse_alias_bombs(body)
+            return _string_keys(yaml.load(body, Loader=_YAMLLoader))
         except yaml.YAMLError as err:
             raise errors.bad_request(f"yaml parse error: {err}") from None
     if media == PROTOBUF:  # kubectl's typed commands send these, and do not retry as JSON
@@ -112,6 +113,52 @@ def decode_body(body: bytes, content_type: str | None) -> Any:
         except protobuf.ProtobufError as err:
             raise errors.bad_request(f"protobuf decode error: {err}") from None
     raise errors.unsupported_media_type()
+
+
+#: How many nodes a YAML body may expand to through aliases: a few hundred bytes of nested
+#: aliases can stand for billions of nodes once serialized or walked.
+MAX_YAML_EXPANDED_NODES = 1_000_000
+
+
+def _refuse_alias_bombs(body: bytes) -> None:
+    """Refuse documents whose aliases expand too far, as Go's YAML decoder refuses
+    "excessive aliasing"; walking the expansion would block the loop and exhaust memory."""
+    if b"*" not in body:
+        return
+    sizes: dict[int, int] = {}
+
+    def expanded(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(expanded(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(expanded(k) + expanded(v) for k, v in node.value)
+        sizes[id(node)] = min(total, MAX_YAML_EXPANDED_NODES + 1)
+        return sizes[id(node)]
+
+    for document in yaml.compose_all(body, Loader=_YAMLLoader):
+        if document is not None and expanded(document) > MAX_YAML_EXPANDED_NODES:
+            raise errors.bad_request("yaml: document contains excessive aliasing")
+
+
+def _string_keys(value: Any) -> Any:
+    """Map keys as JSON has them: YAML's ``1: x`` or ``true: y`` become ``"1"``/``"true"``."""
+    if isinstance(value, dict):
+        return {_key(k): _string_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_string_keys(v) for v in value]
+    return value
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return "null" if key is None else str(key)
 
 
 def encode(data: Any, representation: Representation) -> bytes:

@@ -228,6 +228,10 @@ class CacheSet:
                 log.warning("watch cache fell behind storage compaction; reloading")
                 await self._reload()
                 start = self.revision + 1
+            except storage.StorageError as err:
+                # Keep following: reads fall back to storage while the cache lags.
+                log.error("watch cache: storage watch failed (%s); resuming", err)
+                await asyncio.sleep(1.0)
             finally:
                 await watch.close()
 
@@ -278,11 +282,15 @@ class CacheSet:
         if self.revision >= revision:
             return True
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((revision, future))
+        entry = (revision, future)
+        self._waiters.append(entry)
         try:
             await asyncio.wait_for(future, timeout)
         except TimeoutError:
             return False
+        finally:
+            if entry in self._waiters:  # timed out or cancelled: do not leak the waiter
+                self._waiters.remove(entry)
         return True
 
     async def is_fresh(self) -> bool:

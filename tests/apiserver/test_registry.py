@@ -358,3 +358,23 @@ def test_patch_without_resource_version_retries_a_race() -> None:
         assert err.value.code == 409
 
     run(body)
+
+
+def test_waits_that_time_out_leave_no_waiter_behind() -> None:
+    async def body(reg: Registry) -> None:
+        for _ in range(5):
+            assert not await reg.caches.wait_for(10**12, timeout=0.01)
+        assert reg.caches._waiters == []
+
+    run(body)
+
+
+def test_a_lagging_cache_lists_from_storage() -> None:
+    async def body(reg: Registry) -> None:
+        cms = store_of(reg, "", "v1", "configmaps")
+        await reg.caches.stop()  # the cache stops following storage
+        await create(cms, configmap("late"))
+        result = await listing.list_objects(cms, reg.caches, "default", listing.ListOptions())
+        assert [c.obj["metadata"]["name"] for c in result.items] == ["late"]
+
+    run(body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from tests.server_fixture import KublingServer
@@ -126,3 +127,29 @@ def test_deleting_a_crd_deletes_its_objects(kubling: KublingServer) -> None:
     assert "not found" in result.stderr
     resources = kubling.kubectl("api-resources", "-o", "name").stdout.split()
     assert f"widgets.{group}" not in resources
+
+
+def test_objects_follow_a_storage_version_change(kubling: KublingServer) -> None:
+    group, ns = _setup(kubling)
+    kubling.kubectl("apply", "-n", ns, "-f", "-", input=(
+        f"apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: old}}\nspec: {{size: 2}}\n"))
+    crd = kubling.kubectl_yaml("get", "crd", f"widgets.{group}")
+    for version in crd["spec"]["versions"]:
+        version["storage"] = version["name"] == "v1beta1"
+    kubling.kubectl("replace", "-f", "-", input=json.dumps(crd))
+    beta = kubling.kubectl_yaml("get", f"widgets.v1beta1.{group}", "old", "-n", ns)
+    assert beta["apiVersion"] == f"{group}/v1beta1"
+    kubling.kubectl("patch", f"widgets.v1beta1.{group}", "old", "-n", ns, "--type=merge",
+                    "-p", '{"spec":{"size":4}}')
+    assert kubling.kubectl_yaml("get", f"widgets.{group}", "old", "-n", ns)["spec"][
+        "size"] == 4
+
+
+def test_custom_resource_metadata_is_typed(kubling: KublingServer) -> None:
+    group, ns = _setup(kubling)
+    result = kubling.kubectl("create", "-n", ns, "-f", "-", "--validate=false", check=False,
+                             input=json.dumps({"apiVersion": f"{group}/v1", "kind": "Widget",
+                                               "metadata": {"generateName": 5},
+                                               "spec": {"size": 1}}))
+    assert result.returncode == 1
+    assert "cannot unmarshal number" in result.stderr

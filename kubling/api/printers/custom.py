@@ -256,7 +256,8 @@ def _as_date(value: Any) -> str | None:
         return "<invalid>"
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=datetime.UTC)
-    return parsed.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Upstream renders date columns as a human age ("5m"), as kubectl shows AGE.
+    return common.human_duration((common.now() - parsed).total_seconds())
 
 
 def cell(column_type: str, value: Any) -> Any:

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from kubling.api import crdschema, field, fieldmanager, names, tables
+from kubling.api import crdschema, field, fieldmanager, names, schema, tables
 from kubling.api.meta import Object
 from kubling.api.printers import custom
 from kubling.api.resources import Catalogue, ResourceType
@@ -56,6 +56,15 @@ class CustomResourceStrategy(Strategy):
         return converted
 
     def check_decode(self, obj: Object) -> tuple[str | None, list[str]]:
+        md = obj.get("metadata")
+        if md is not None:
+            # ObjectMeta is typed for custom resources too (a name of 5 is a 400).
+            problems = [p for p in schema.check_definition(
+                {"metadata": md}, "io.k8s.apimachinery.pkg.apis.meta.v1.PartialObjectMetadata")
+                if p.kind == "type"]
+            message = schema.decode_error_message(self.rt.kind, self.rt.version, problems)
+            if message is not None:
+                return message, []
         unknown = crdschema.prune(obj, self.schema)
         return None, [f'unknown field "{path}"' for path in unknown]
 

@@ -203,7 +203,7 @@ def _decode_continue(token: str, prefix: str) -> tuple[int, str]:
     try:
         padded = token + "=" * (-len(token) % 4)
         data = orjson.loads(base64.urlsafe_b64decode(padded))
-        if data.get("v") != "meta.k8s.io/v1":
+        if not isinstance(data, dict) or data.get("v") != "meta.k8s.io/v1":
             raise ValueError("unknown version")
         revision = int(data["rv"])
         start = str(data["start"])
@@ -232,11 +232,21 @@ async def list_objects(
             wanted = parse_resource_version(opts.resource_version)
             if not await caches.wait_for(wanted):
                 raise errors.too_large_resource_version(wanted, caches.revision)
-        elif not opts.resource_version:
-            await caches.wait_fresh()
+        elif not opts.resource_version and not await caches.wait_fresh():
+            # The cache lags storage (a stalled watch): answer from storage, never stale.
+            listed = await store.backend.list(store.prefix(namespace))
+            revision = listed.revision
+            candidates = [watchcache.decode(kv) for kv in listed.items]
+            selected = [c for c in candidates if matches(c)]
+            return _page(selected, revision, opts, prefix)
         revision = caches.revision
         candidates = list(store.cache.snapshot(namespace if store.rt.namespaced else ""))
     selected = [c for c in candidates if matches(c)]
+    return _page(selected, revision, opts, prefix)
+
+
+def _page(selected: list[watchcache.CachedObject], revision: int, opts: ListOptions,
+          prefix: str) -> ListResult:
     if opts.limit and len(selected) > opts.limit:
         page = selected[: opts.limit]
         remaining = len(selected) - opts.limit

@@ -46,6 +46,8 @@ class DeleteOptions:
     preconditions: Preconditions = Preconditions()
     propagation_policy: str | None = None
     dry_run: bool = False
+    #: The deprecated orphanDependents, as sent (it only changes the response code now).
+    orphan_dependents: bool | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -125,15 +127,20 @@ class Store:
         """A stored value as an object of this store's version, with its resourceVersion."""
         return self.present(watchcache.decode(kv))
 
+    def _foreign(self, cached: watchcache.CachedObject) -> bool:
+        """Whether a stored object is in another version than this store serves (a
+        multi-version kind, or a CRD whose storage version changed since it was written)."""
+        return self.converts or cached.obj.get("apiVersion") != self.rt.api_version
+
     def present(self, cached: watchcache.CachedObject) -> Object:
         """A cached object in this store's version (shared when no conversion: read only)."""
-        if self.converts:
+        if self._foreign(cached):
             return self.strategy.convert(cached.copy(), self.rt.api_version)
         return cached.obj
 
     def present_json(self, cached: watchcache.CachedObject) -> bytes:
         """The JSON of a cached object in this store's version; shared bytes if possible."""
-        if self.converts:
+        if self._foreign(cached):
             return orjson.dumps(self.present(cached))
         return cached.json
 

@@ -9,6 +9,7 @@ store with another strategy, built by ``StatusStrategy`` around the parent's.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from kubling.api import (
@@ -47,6 +48,28 @@ _GENERATION_KINDS = frozenset(
 )
 
 
+_PATH_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _drop_path(obj: Any, path: str) -> None:
+    """Delete the field at ``spec.containers[0].foo`` (an unknown field's path)."""
+    steps = [(m.group(1), m.group(2)) for m in _PATH_STEP.finditer(path)]
+    node = obj
+    for i, (name, index) in enumerate(steps):
+        last = i == len(steps) - 1
+        if name is not None:
+            if not isinstance(node, dict) or name not in node:
+                return
+            if last:
+                del node[name]
+                return
+            node = node[name]
+        else:
+            if not isinstance(node, list) or int(index) >= len(node):
+                return
+            node = node[int(index)]
+
+
 def _without(obj: Object, *keys: str) -> Object:
     return {k: v for k, v in obj.items() if k not in keys}
 
@@ -71,13 +94,17 @@ class Strategy:
     def check_decode(self, obj: Object) -> tuple[str | None, list[str]]:
         """A decode error (wrong types: a 400), and the unknown fields found.
 
-        Built-in kinds are checked against the upstream schema; unknown fields are left in
-        place here and dropped by the stored form's encoding of known fields only.
+        Built-in kinds are checked against the upstream schema; unknown fields are dropped
+        from ``obj`` (as upstream's decoder drops them) and reported.
         """
         problems = schema.check(obj, self.rt.group, self.rt.version, self.rt.kind)
         if not problems:
             return None, []
         message = schema.decode_error_message(self.rt.kind, self.rt.version, problems)
+        if message is None:
+            for problem in problems:
+                if problem.kind == "unknown":
+                    _drop_path(obj, problem.path)
         return message, schema.unknown_field_warnings(problems)
 
     #: The subresource this strategy serves ("" for the main resource), for managedFields.

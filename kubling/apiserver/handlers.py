@@ -222,6 +222,8 @@ class ResourceHandlers:
             body = tables.table(rt.group, rt.kind, [obj], include_object=rep.include_object,
                                 printer=store.strategy.printer())
             return json_response(body, status=status, rep=rep, headers=headers)
+        if rep.partial:
+            obj = tables.partial_metadata(obj)
         return json_response(obj, status=status, rep=rep, headers=headers)
 
     # -- verbs ----------------------------------------------------------------------------
@@ -252,6 +254,11 @@ class ResourceHandlers:
                                 include_object=rep.include_object, list_meta=list_meta,
                                 printer=store.strategy.printer())
             return json_response(body, rep=rep)
+        if rep.partial:
+            return json_response({
+                "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                "metadata": list_meta,
+                "items": [tables.partial_metadata(store.present(c)) for c in result.items]})
         if rep.encoding == "yaml":
             data: Object = {"apiVersion": rt.api_version,
                             "items": [store.present(c) for c in result.items],
@@ -636,6 +643,9 @@ class _EventEncoder:
             )
             self._headers_sent = True
             return orjson.dumps({"type": event.type, "object": table}) + b"\n"
+        if self.rep.partial:
+            partial = tables.partial_metadata(self.store.present(event.obj))
+            return orjson.dumps({"type": event.type, "object": partial}) + b"\n"
         body = self.store.present_json(event.obj)
         return b'{"type":"' + event.type.encode() + b'","object":' + body + b"}\n"
 

@@ -61,6 +61,9 @@ class Representation:
     encoding: str = "json"
     table: bool = False
     include_object: str = "Metadata"
+    #: PartialObjectMetadata(List): only kind, apiVersion and metadata (client-go's
+    #: metadata client, controller-runtime's metadata-only watches).
+    partial: bool = False
 
     @property
     def content_type(self) -> str:
@@ -84,8 +87,13 @@ def choose(accept: str | None, *, table_ok: bool, query_include: str = "") -> Re
             if rng.type not in (JSON, "application/*", "*/*"):
                 continue
             return Representation("json", True, query_include or "Metadata")
+        if as_kind in ("PartialObjectMetadata", "PartialObjectMetadataList"):
+            if rng.params.get("g") != "meta.k8s.io" or rng.params.get("v") not in (
+                    "v1", "v1beta1") or rng.type not in (JSON, "application/*", "*/*"):
+                continue
+            return Representation("json", partial=True)
         if as_kind:
-            continue  # PartialObjectMetadata and others are not served yet
+            continue  # other conversions are not served
         if rng.type in (JSON, "application/*", "*/*", "application/json;stream=watch"):
             return Representation("json")
         if rng.type == YAML:

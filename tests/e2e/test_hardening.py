@@ -130,3 +130,25 @@ def test_unknown_fields_of_builtin_kinds_are_dropped(kubling: KublingServer) -> 
     assert code == 201 and "bogus" not in obj
     got = kubling.kubectl_yaml("get", "cm", "uf", "-n", ns)
     assert "bogus" not in got
+
+
+def test_partial_object_metadata(kubling: KublingServer) -> None:
+    """client-go's metadata client asks for PartialObjectMetadata(List)."""
+    ns = _ns(kubling)
+    accept = ("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,"
+              "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json")
+    conn = http.client.HTTPSConnection("127.0.0.1", kubling.port,
+                                       context=kubling.ssl_context(), timeout=20)
+    try:
+        conn.request("GET", f"/api/v1/namespaces/{ns}/configmaps", headers={"Accept": accept})
+        listed = json.loads(conn.getresponse().read())
+        conn.request("GET", f"/api/v1/namespaces/{ns}/configmaps/cm0",
+                     headers={"Accept": accept})
+        single = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    assert listed["kind"] == "PartialObjectMetadataList"
+    assert listed["apiVersion"] == "meta.k8s.io/v1"
+    assert {i["metadata"]["name"] for i in listed["items"]} == {"cm0", "cm1"}
+    assert all(set(i) == {"kind", "apiVersion", "metadata"} for i in listed["items"])
+    assert single["kind"] == "PartialObjectMetadata" and "data" not in single

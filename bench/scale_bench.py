@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kubling.client import config, rest  # noqa: E402
-from tests.server_fixture import KublingServer  # noqa: E402
+from kubling.client import config, rest
+from tests.server_fixture import KublingServer
 
 
 def pod(i: int) -> dict[str, object]:

@@ -378,3 +378,35 @@ def test_a_lagging_cache_lists_from_storage() -> None:
         assert [c.obj["metadata"]["name"] for c in result.items] == ["late"]
 
     run(body)
+
+
+def test_second_delete_with_a_policy_updates_finalizers() -> None:
+    async def body(reg: Registry) -> None:
+        cms = store_of(reg, "", "v1", "configmaps")
+        obj = configmap("held")
+        obj["metadata"]["finalizers"] = ["example.com/x"]
+        await create(cms, obj)
+        first = await cms.delete("default", "held", DeleteOptions())
+        stamp = first.obj["metadata"]["deletionTimestamp"]
+        await cms.delete("default", "held", DeleteOptions(propagation_policy="Foreground"))
+        stored = await cms.get("default", "held")
+        assert stored["metadata"]["finalizers"] == ["example.com/x", "foregroundDeletion"]
+        assert stored["metadata"]["deletionTimestamp"] == stamp
+
+    run(body)
+
+
+def test_put_creates_leases_but_not_configmaps() -> None:
+    async def body(reg: Registry) -> None:
+        leases = store_of(reg, "coordination.k8s.io", "v1", "leases")
+        lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                 "metadata": {"name": "l"}, "spec": {"holderIdentity": "me"}}
+        leases.strategy.default(lease)
+        made, created = await leases.update("default", "l", lease)
+        assert created and made["spec"]["holderIdentity"] == "me"
+        cms = store_of(reg, "", "v1", "configmaps")
+        with pytest.raises(errors.APIError) as err:
+            await cms.update("default", "nope", configmap("nope"))
+        assert err.value.code == 404
+
+    run(body)

@@ -173,7 +173,22 @@ def _generate_job_selector(job: Object) -> None:
         spec["selector"] = {"matchLabels": {_JOB_UID_LABEL: uid}}
 
 
+class CreateOnUpdateStrategy(Strategy):
+    """Kinds whose PUT of a missing object creates it (upstream AllowCreateOnUpdate):
+    endpoints, events, leases and the RBAC objects, which agents "ensure" with a PUT."""
+
+    allow_create_on_update = True
+
+
 _STRATEGIES: dict[tuple[str, str], type[Strategy]] = {
+    ("", "Endpoints"): CreateOnUpdateStrategy,
+    ("", "Event"): CreateOnUpdateStrategy,
+    ("events.k8s.io", "Event"): CreateOnUpdateStrategy,
+    ("coordination.k8s.io", "Lease"): CreateOnUpdateStrategy,
+    ("rbac.authorization.k8s.io", "Role"): CreateOnUpdateStrategy,
+    ("rbac.authorization.k8s.io", "RoleBinding"): CreateOnUpdateStrategy,
+    ("rbac.authorization.k8s.io", "ClusterRole"): CreateOnUpdateStrategy,
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"): CreateOnUpdateStrategy,
     ("", "Pod"): PodStrategy,
     ("", "Namespace"): NamespaceStrategy,
     ("", "Secret"): SecretStrategy,

@@ -413,12 +413,16 @@ class Store:
             obj = self.load(kv)
             self._check_preconditions(obj, name, options.preconditions)
             md = obj["metadata"]
+            finalizers_before = list(md.get("finalizers") or [])
             _propagation_finalizer(md, options.propagation_policy)
             grace = self.strategy.grace_period(obj, options.grace_period_seconds)
             if self.strategy.pending_finalizers(obj) or grace > 0:
-                if md.get("deletionTimestamp") and not _shortens(md, grace):
-                    return DeleteResult(obj, False)  # already being deleted
-                marked = self._mark_deleting(obj, grace)
+                already = bool(md.get("deletionTimestamp")) and not _shortens(md, grace)
+                if already and md.get("finalizers", []) == finalizers_before:
+                    return DeleteResult(obj, False)  # already being deleted, nothing new
+                # A new propagation finalizer on an object already being deleted keeps its
+                # deletionTimestamp; a first mark (or a shorter grace) sets it.
+                marked = obj if already else self._mark_deleting(obj, grace)
                 if options.dry_run:
                     return DeleteResult(marked, False)
                 try:

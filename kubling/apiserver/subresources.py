@@ -23,23 +23,52 @@ from kubling.apiserver.handlers import (
 )
 from kubling.apiserver.registry import kinds
 from kubling.apiserver.registry.store import DeleteOptions, Store
+from kubling.apiserver.registry.strategy import BUILTIN_SCALE, ScalePaths
 from kubling.apiserver.requestinfo import RequestInfo
 
 
-def scale_of(obj: Object) -> Object:
-    """The autoscaling/v1 Scale view of a scalable object."""
+def _path(path: str) -> list[str]:
+    return [p for p in path.strip().lstrip(".").split(".") if p]
+
+
+def _get(obj: Any, path: str) -> Any:
+    for step in _path(path):
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(step)
+    return obj
+
+
+def _set(obj: Object, path: str, value: Any) -> None:
+    steps = _path(path)
+    for step in steps[:-1]:
+        child = obj.get(step)
+        if not isinstance(child, dict):
+            child = {}
+            obj[step] = child
+        obj = child
+    obj[steps[-1]] = value
+
+
+def scale_of(obj: Object, paths: ScalePaths = BUILTIN_SCALE) -> Object:
+    """The autoscaling/v1 Scale view of a scalable object, read through its scale paths."""
     md = obj["metadata"]
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
+    if paths.label_selector is None:
+        selector = label_selector_string(_get(obj, ".spec.selector"))
+    else:
+        found = _get(obj, paths.label_selector) if paths.label_selector else None
+        selector = found if isinstance(found, str) else ""
+    replicas = _get(obj, paths.spec_replicas)
+    current = _get(obj, paths.status_replicas)
     return {
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
         "metadata": {k: md[k] for k in ("name", "namespace", "uid", "resourceVersion",
                                        "creationTimestamp") if k in md},
-        "spec": {"replicas": spec.get("replicas", 0)},
+        "spec": {"replicas": replicas if isinstance(replicas, int) else 0},
         "status": {
-            "replicas": status.get("replicas", 0),
-            "selector": label_selector_string(spec.get("selector")),
+            "replicas": current if isinstance(current, int) else 0,
+            "selector": selector,
         },
     }
 
@@ -92,8 +121,9 @@ class APIHandlers(ResourceHandlers):
 
     async def _scale(self, request: web.Request, info: RequestInfo, rt: ResourceType,
                      store: Store, namespace: str) -> web.StreamResponse:
+        paths = store.strategy.scale_paths()
         if info.verb == "get":
-            return json_response(scale_of(await store.get(namespace, info.name)))
+            return json_response(scale_of(await store.get(namespace, info.name), paths))
         scale_rt = ResourceType("autoscaling", "v1", "Scale", "scale", "scale", rt.namespaced)
         if info.verb == "update":
             scale, _ = await self._read_object(request, scale_rt)
@@ -104,7 +134,7 @@ class APIHandlers(ResourceHandlers):
         def new_scale(current: Object) -> Object:
             if transform is None:
                 return scale
-            patched: Object = transform(scale_of(current))
+            patched: Object = transform(scale_of(current, paths))
             return patched
 
         async def apply(current: Object) -> Object:
@@ -114,7 +144,7 @@ class APIHandlers(ResourceHandlers):
                 raise errors.invalid("autoscaling", "Scale", info.name, [
                     _replicas_error(replicas)
                 ])
-            current.setdefault("spec", {})["replicas"] = replicas
+            _set(current, paths.spec_replicas, replicas)
             rv = (wanted.get("metadata") or {}).get("resourceVersion")
             if rv:
                 current["metadata"]["resourceVersion"] = rv
@@ -127,7 +157,7 @@ class APIHandlers(ResourceHandlers):
                                                 dry_run=_dry_run(request.query),
                                                 manager=field_manager(request, options),
                                                 subresource="scale")
-        return json_response(scale_of(updated))
+        return json_response(scale_of(updated, paths))
 
     async def _binding(self, request: web.Request, info: RequestInfo, store: Store,
                        namespace: str) -> web.StreamResponse:

@@ -153,3 +153,46 @@ def test_custom_resource_metadata_is_typed(kubling: KublingServer) -> None:
                                                "spec": {"size": 1}}))
     assert result.returncode == 1
     assert "cannot unmarshal number" in result.stderr
+
+
+SCALED_CRD = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: pools.{group}}}
+spec:
+  group: {group}
+  names: {{kind: Pool, plural: pools}}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources:
+      status: {{}}
+      scale: {{specReplicasPath: .spec.size, statusReplicasPath: .status.current,
+              labelSelectorPath: .status.selector}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {{type: object, properties: {{size: {{type: integer}}}}}}
+          status:
+            type: object
+            properties: {{current: {{type: integer}}, selector: {{type: string}}}}
+"""
+
+
+def test_scale_subresource_follows_the_crd_paths(kubling: KublingServer) -> None:
+    group = f"s{uuid.uuid4().hex[:6]}.example.com"
+    kubling.kubectl("apply", "-f", "-", input=SCALED_CRD.format(group=group))
+    kubling.kubectl("apply", "-n", "default", "-f", "-", input=(
+        f"apiVersion: {group}/v1\nkind: Pool\nmetadata: {{name: p}}\nspec: {{size: 2}}\n"))
+    kubling.kubectl("patch", f"pools.{group}", "p", "-n", "default", "--subresource=status",
+                    "--type=merge", "-p", '{"status":{"current":2,"selector":"app=p"}}')
+    scale = kubling.kubectl_yaml("get", f"pools.{group}", "p", "-n", "default",
+                                 "--subresource=scale")
+    assert scale["spec"]["replicas"] == 2
+    assert scale["status"] == {"replicas": 2, "selector": "app=p"}
+    kubling.kubectl("scale", f"pools.{group}", "p", "-n", "default", "--replicas=5")
+    assert kubling.kubectl_yaml("get", f"pools.{group}", "p", "-n", "default")["spec"] == {
+        "size": 5}

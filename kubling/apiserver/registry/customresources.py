@@ -21,7 +21,7 @@ from kubling.api.printers import custom
 from kubling.api.resources import Catalogue, ResourceType
 from kubling.apiserver import errors, watchcache
 from kubling.apiserver.registry.store import DeleteOptions
-from kubling.apiserver.registry.strategy import Strategy
+from kubling.apiserver.registry.strategy import BUILTIN_SCALE, ScalePaths, Strategy
 
 log = logging.getLogger("kubling.apiserver.crd")
 
@@ -34,14 +34,23 @@ class CustomResourceStrategy(Strategy):
     return_deleted_object = True
 
     def __init__(self, rt: ResourceType, schema: crdschema.Schema | None,
-                 printer_columns: list[dict[str, Any]] | None = None) -> None:
+                 printer_columns: list[dict[str, Any]] | None = None,
+                 scale: dict[str, Any] | None = None) -> None:
         super().__init__(rt)
         self.schema = schema
+        self._scale = ScalePaths(
+            str(scale.get("specReplicasPath") or ".spec.replicas"),
+            str(scale.get("statusReplicasPath") or ".status.replicas"),
+            str(scale["labelSelectorPath"]) if scale.get("labelSelectorPath") else "",
+        ) if isinstance(scale, dict) else BUILTIN_SCALE
         self.tracks_generation = True
         self._printer = custom.printer(printer_columns)
 
     def printer(self) -> tuple[list[tables.Column], tables.RowFunc]:
         return self._printer
+
+    def scale_paths(self) -> ScalePaths:
+        return self._scale
 
     def field_definition(self) -> str | fieldmanager.Schema | None:
         return fieldmanager.custom_schema(self.schema) if self.schema else None
@@ -219,8 +228,10 @@ class CustomResourceDefinitions:
             schema = crdschema.openapi_schema(crd, rt.version)
             version = crdschema.version_of(crd, rt.version) or {}
             columns = version.get("additionalPrinterColumns")
+            scale = (version.get("subresources") or {}).get("scale")
             self.registry.set_strategy(rt, CustomResourceStrategy(
-                rt, schema, columns if isinstance(columns, list) else None))
+                rt, schema, columns if isinstance(columns, list) else None,
+                scale if isinstance(scale, dict) else None))
         self._served[name] = types
         if crd["metadata"].get("deletionTimestamp") and name not in self._cleanups:
             self._cleanups[name] = asyncio.get_running_loop().create_task(

@@ -9,6 +9,7 @@ store with another strategy, built by ``StatusStrategy`` around the parent's.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from typing import Any
 
@@ -70,6 +71,21 @@ def _drop_path(obj: Any, path: str) -> None:
             node = node[int(index)]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScalePaths:
+    """JSON paths (``.spec.replicas``) of a scalable kind's replicas and selector.
+
+    ``label_selector`` of None means the built-in way: ``spec.selector`` as a LabelSelector;
+    a custom resource's ``labelSelectorPath`` points at an already-serialized selector."""
+
+    spec_replicas: str = ".spec.replicas"
+    status_replicas: str = ".status.replicas"
+    label_selector: str | None = None
+
+
+BUILTIN_SCALE = ScalePaths()
+
+
 def _without(obj: Object, *keys: str) -> Object:
     return {k: v for k, v in obj.items() if k not in keys}
 
@@ -117,6 +133,11 @@ class Strategy:
     def reset_fields(self) -> fieldmanager.FieldSet | None:
         """Fields this endpoint ignores, so nobody comes to own them by writing here."""
         return fieldmanager.paths("status") if self.has_status else None
+
+    def scale_paths(self) -> ScalePaths:
+        """Where the ``scale`` subresource reads and writes (custom resources say so in
+        their CRD; built-in kinds use spec.replicas, status.replicas and spec.selector)."""
+        return BUILTIN_SCALE
 
     def printer(self) -> tuple[list[tables.Column], tables.RowFunc]:
         """The Table columns of this kind (what ``kubectl get`` shows)."""

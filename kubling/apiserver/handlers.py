@@ -336,7 +336,8 @@ class ResourceHandlers:
         return self._respond(request, store, updated, 200, warnings)
 
     async def _server_side_apply(self, request: web.Request, info: RequestInfo, store: Store,
-                                 namespace: str) -> web.StreamResponse:
+                                 namespace: str, strategy: Strategy | None = None,
+                                 ) -> web.StreamResponse:
         """PATCH application/apply-patch+yaml: merge the configuration, track ownership,
         refuse conflicts unless forced; a missing object is created (201)."""
         rt = store.rt
@@ -362,7 +363,7 @@ class ResourceHandlers:
         self._check_namespace(rt, config, namespace)
         checked = orjson.loads(orjson.dumps(config))
         warnings = self._check_schema(request, store.strategy, checked)
-        strategy = store.strategy
+        strategy = strategy or store.strategy
         dry_run = _dry_run(request.query)
 
         def merge(live: Object | None) -> Object:
@@ -370,7 +371,7 @@ class ResourceHandlers:
                 merged = fieldmanager.apply(
                     live, config, manager=manager, force=force,
                     definition=strategy.field_definition(), now=meta.now(),
-                    ignored=strategy.reset_fields())
+                    subresource=strategy.subresource, ignored=strategy.reset_fields())
             except fieldmanager.ConflictError as err:
                 details: dict[str, Any] = {"name": info.name}
                 if rt.group:
@@ -384,7 +385,7 @@ class ResourceHandlers:
             strategy.default(merged)
             return merged
 
-        if await store.backend.get(store.key(namespace, info.name)) is None:
+        if not strategy.subresource and await store.read(store.key(namespace, info.name)) is None:
             try:
                 created = await store.create(merge(None), namespace=namespace, dry_run=dry_run)
                 return self._respond(request, store, created, 201, warnings)
@@ -395,7 +396,8 @@ class ResourceHandlers:
         async def apply(current: Object) -> Object:
             return merge(current)
 
-        updated = await store.guaranteed_update(namespace, info.name, apply, dry_run=dry_run)
+        updated = await store.guaranteed_update(namespace, info.name, apply, dry_run=dry_run,
+                                                strategy=strategy)
         return self._respond(request, store, updated, 200, warnings)
 
     async def _patch_transform(

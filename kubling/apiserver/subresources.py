@@ -13,7 +13,7 @@ from aiohttp import web
 from kubling.api import meta
 from kubling.api.meta import Object
 from kubling.api.resources import ResourceType
-from kubling.apiserver import errors, eviction
+from kubling.apiserver import errors, eviction, negotiation
 from kubling.apiserver.handlers import (
     ResourceHandlers,
     _dry_run,
@@ -108,6 +108,9 @@ class APIHandlers(ResourceHandlers):
                                             manager=field_manager(request, "UpdateOptions"),
                                             dry_run=_dry_run(request.query))
             return self._respond(request, store, updated, 200, warnings)
+        media = negotiation.parse_media_type(request.headers.get("Content-Type", "")).type
+        if media == negotiation.APPLY_PATCH:  # server-side apply of status (ApplyStatus)
+            return await self._server_side_apply(request, info, store, namespace, strategy)
         transform, warnings = await self._patch_transform(request, rt, store.strategy)
 
         async def apply(current: Object) -> Object:

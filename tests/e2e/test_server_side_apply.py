@@ -102,3 +102,33 @@ def test_apply_requires_a_field_manager_and_matching_kind(kubling: KublingServer
         assert resp.status == 400 and json.loads(resp.read())["reason"] == "BadRequest"
     finally:
         conn.close()
+
+
+def test_apply_status(kubling: KublingServer) -> None:
+    """ApplyStatus: apply on /status records its own Apply entry for the status subresource
+    (a Service: no controller writes its conditions, so nobody takes them over)."""
+    import http.client
+
+    ns = _ns(kubling)
+    kubling.kubectl("create", "service", "clusterip", "st", "-n", ns, "--tcp=80:80")
+    condition = {"type": "Ready", "status": "True", "reason": "Checked", "message": "ok",
+                 "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    body = json.dumps({"apiVersion": "v1", "kind": "Service",
+                       "metadata": {"name": "st", "namespace": ns},
+                       "status": {"conditions": [condition]}})
+    conn = http.client.HTTPSConnection("127.0.0.1", kubling.port,
+                                       context=kubling.ssl_context(), timeout=10)
+    try:
+        conn.request("PATCH", f"/api/v1/namespaces/{ns}/services/st/status"
+                     "?fieldManager=status-writer&force=true", body=body,
+                     headers={"Content-Type": "application/apply-patch+yaml"})
+        resp = conn.getresponse()
+        raw = resp.read()
+    finally:
+        conn.close()
+    assert resp.status == 200, raw
+    svc = kubling.kubectl_yaml("get", "svc", "st", "-n", ns, "--show-managed-fields")
+    assert svc["status"]["conditions"] == [condition]
+    entry = next(e for e in svc["metadata"]["managedFields"] if e["manager"] == "status-writer")
+    assert entry["operation"] == "Apply" and entry["subresource"] == "status"
+    assert "f:conditions" in entry["fieldsV1"]["f:status"]

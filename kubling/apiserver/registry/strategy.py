@@ -241,6 +241,8 @@ class StatusStrategy(Strategy):
         status = new.get("status")
         replacement = copy.deepcopy(old)
         replacement["metadata"]["resourceVersion"] = new["metadata"].get("resourceVersion", "")
+        if "managedFields" in new["metadata"]:  # ownership of the status write (apply)
+            replacement["metadata"]["managedFields"] = new["metadata"]["managedFields"]
         if status is None:
             replacement.pop("status", None)
         else:

@@ -332,6 +332,7 @@ class Store:
                 raise self._conflict(name)
             self._carry_meta(new_md, old["metadata"], name)
             strat.prepare_for_update(new, old)
+            new_md = meta.metadata(new)  # a strategy may have replaced the whole object
             errs = strat.validate_update(new, old)
             if errs:
                 raise self._invalid(name, errs)

@@ -143,10 +143,19 @@ class ResourceHandlers:
     async def _read_body(self, request: web.Request) -> bytes:
         if request.content_length is not None and request.content_length > negotiation.MAX_BODY:
             raise errors.request_entity_too_large(negotiation.MAX_BODY)
-        body = await request.content.read(negotiation.MAX_BODY + 1)
-        if len(body) > negotiation.MAX_BODY:
-            raise errors.request_entity_too_large(negotiation.MAX_BODY)
-        return body
+        # StreamReader.read(n) returns what has arrived so far, not the whole body: read
+        # until the end of the body (or past the limit).
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await request.content.read(negotiation.MAX_BODY + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > negotiation.MAX_BODY:
+                raise errors.request_entity_too_large(negotiation.MAX_BODY)
+        return b"".join(chunks)
 
     async def _read_object(
         self, request: web.Request, rt: ResourceType, strategy: Strategy | None = None

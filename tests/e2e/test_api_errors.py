@@ -221,3 +221,28 @@ def test_field_validation_unknown_and_duplicate_fields(kubling: KublingServer) -
     code, _, raw = _request(kubling, "POST", path + "?fieldValidation=Nope", body,
                             {"Content-Type": "application/json"})
     assert code == 400
+
+
+def test_a_body_arriving_in_pieces_is_read_whole(kubling: KublingServer) -> None:
+    """The body is read to its end even when it arrives in several TCP segments."""
+    import socket
+    import time as clock
+
+    name = "slow-" + uuid.uuid4().hex[:6]
+    body = json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+                       "data": {"k": "x" * 20000}}).encode()
+    sock = socket.create_connection(("127.0.0.1", kubling.port), timeout=10)
+    tls = kubling.ssl_context().wrap_socket(sock, server_hostname="127.0.0.1")
+    try:
+        tls.sendall(b"POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/json\r\nConnection: close\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode())
+        for start in range(0, len(body), 4000):
+            tls.sendall(body[start:start + 4000])
+            clock.sleep(0.05)
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+    finally:
+        tls.close()
+    assert answer.startswith(b"HTTP/1.1 201"), answer[:300]

@@ -254,8 +254,3 @@ class StatusStrategy(Strategy):
         # Status is written by controllers and agents; upstream's status validation is
         # mostly about the shape, which the schema check already covers.
         return []
-
-
-def deep_copy(obj: Any) -> Any:
-    """A cheap deep copy of JSON data."""
-    return copy.deepcopy(obj)

@@ -292,7 +292,7 @@ async def run_workers(queue: WorkQueue[T], reconcile: Reconcile[T], *, workers: 
     A successful reconcile ``forget``s the key (and re-adds it after the delay it returned,
     if any); a failed one is re-added rate-limited and logged in one line (with a
     traceback only for unexpected exceptions, not for ``ApiError``s). Cancelling this
-    coroutine cancels the workers.
+    coroutine cancels the workers and shuts the queue down.
     """
 
     async def worker() -> None:
@@ -325,6 +325,9 @@ async def run_workers(queue: WorkQueue[T], reconcile: Reconcile[T], *, workers: 
     try:
         await asyncio.gather(*tasks)
     finally:
+        # The workers are done with the queue: shut it down so that handlers that still
+        # add keys do not fill it for nobody (callers need no try/finally of their own).
+        queue.shut_down()
         for task in tasks:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

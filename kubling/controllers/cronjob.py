@@ -106,10 +106,7 @@ class CronJobController:
                                     on_delete=self._job_changed)
 
     async def run(self, *, workers: int) -> None:
-        try:
-            await workqueue.run_workers(self.queue, self.reconcile, workers=workers)
-        finally:
-            self.queue.shut_down()
+        await workqueue.run_workers(self.queue, self.reconcile, workers=workers)
 
     def now(self) -> datetime.datetime:
         return datetime.datetime.fromtimestamp(self.wall.now(), datetime.UTC)

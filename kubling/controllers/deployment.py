@@ -50,10 +50,7 @@ class DeploymentController:
         self.pod_informer.add_event_handler(on_delete=self._pod_deleted)
 
     async def run(self, *, workers: int) -> None:
-        try:
-            await workqueue.run_workers(self.queue, self.reconcile, workers=workers)
-        finally:
-            self.queue.shut_down()
+        await workqueue.run_workers(self.queue, self.reconcile, workers=workers)
 
     # -- informer handlers: only enqueue ----------------------------------------------------
     def _enqueue(self, d: Object) -> None:

@@ -116,10 +116,7 @@ class DisruptionController:
                 self._enqueue(pdb)
 
     async def run(self, *, workers: int) -> None:
-        try:
-            await workqueue.run_workers(self.queue, self.reconcile, workers=workers)
-        finally:
-            self.queue.shut_down()
+        await workqueue.run_workers(self.queue, self.reconcile, workers=workers)
 
     # -- reconcile --------------------------------------------------------------------
     async def reconcile(self, key: str) -> float | None:

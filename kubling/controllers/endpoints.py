@@ -376,10 +376,7 @@ class EndpointsController:
             self.queue.add(key)
 
     async def run(self, *, workers: int) -> None:
-        try:
-            await workqueue.run_workers(self.queue, self.reconcile, workers=workers)
-        finally:
-            self.queue.shut_down()
+        await workqueue.run_workers(self.queue, self.reconcile, workers=workers)
 
     async def reconcile(self, key: str) -> float | None:
         namespace, name = informer.split_key(key)

@@ -96,10 +96,7 @@ class NamespaceController:
             self.queue.add(informer.key_of(obj))
 
     async def run(self, *, workers: int) -> None:
-        try:
-            await workqueue.run_workers(self.queue, self.reconcile, workers=workers)
-        finally:
-            self.queue.shut_down()
+        await workqueue.run_workers(self.queue, self.reconcile, workers=workers)
 
     async def reconcile(self, name: str) -> float | None:
         cached = self.informer.indexer.get(name)

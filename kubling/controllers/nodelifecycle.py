@@ -156,10 +156,7 @@ class NodeLifecycleController:
         self.queue.add("pod/" + informer.key_of(pod))
 
     async def run(self, *, workers: int) -> None:
-        try:
-            await workqueue.run_workers(self.queue, self.reconcile, workers=workers)
-        finally:
-            self.queue.shut_down()
+        await workqueue.run_workers(self.queue, self.reconcile, workers=workers)
 
     async def reconcile(self, key: str) -> float | None:
         kind, _, name = key.partition("/")

@@ -88,10 +88,7 @@ class _ReplicaController:
                                             on_delete=self._pod_deleted)
 
     async def run(self, *, workers: int) -> None:
-        try:
-            await workqueue.run_workers(self.queue, self.reconcile, workers=workers)
-        finally:
-            self.queue.shut_down()
+        await workqueue.run_workers(self.queue, self.reconcile, workers=workers)
 
     # -- informer handlers: enqueue, and lower expectations ------------------------------
     def _owner_added(self, owner: Object) -> None:

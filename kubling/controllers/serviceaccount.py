@@ -48,10 +48,7 @@ class ServiceAccountController:
             self.queue.add(meta.namespace_of(account))
 
     async def run(self, *, workers: int) -> None:
-        try:
-            await workqueue.run_workers(self.queue, self.reconcile, workers=workers)
-        finally:
-            self.queue.shut_down()
+        await workqueue.run_workers(self.queue, self.reconcile, workers=workers)
 
     async def reconcile(self, namespace: str) -> float | None:
         ns = self.namespace_informer.indexer.get(namespace)

@@ -201,10 +201,7 @@ class StatefulSetController:
                                     on_delete=self._pod_deleted)
 
     async def run(self, *, workers: int) -> None:
-        try:
-            await workqueue.run_workers(self.queue, self.reconcile, workers=workers)
-        finally:
-            self.queue.shut_down()
+        await workqueue.run_workers(self.queue, self.reconcile, workers=workers)
 
     # -- handlers: they only enqueue (and note what the cache has caught up with) ---------
     def _enqueue(self, set_: Object) -> None:

@@ -62,10 +62,7 @@ class TTLAfterFinishedController:
             self.queue.add(informer.key_of(job))
 
     async def run(self, *, workers: int) -> None:
-        try:
-            await workqueue.run_workers(self.queue, self.reconcile, workers=workers)
-        finally:
-            self.queue.shut_down()
+        await workqueue.run_workers(self.queue, self.reconcile, workers=workers)
 
     def _time_left(self, job: Object) -> float | None:
         """Seconds until the Job expires (<= 0: now); ``None`` if it never will."""

@@ -330,3 +330,25 @@ def test_run_workers_requeues_after_the_returned_delay() -> None:
             await workers
 
     run(main())
+
+
+def test_cancelled_workers_shut_their_queue_down() -> None:
+    async def main() -> None:
+        queue: WorkQueue[str] = WorkQueue(name="q", clock=FakeClock())
+        seen: list[str] = []
+
+        async def reconcile(key: str) -> None:
+            seen.append(key)
+
+        task = asyncio.create_task(workqueue.run_workers(queue, reconcile, workers=2))
+        queue.add("a")
+        await settle()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        queue.add("b")  # after shutdown: refused, nobody would process it
+        assert seen == ["a"] and len(queue) == 0
+        with pytest.raises(QueueShutDown):
+            await queue.get()
+
+    run(main())

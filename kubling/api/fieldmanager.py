@@ -241,16 +241,6 @@ def _strip_ref(ref: str) -> str:
     return ref.rsplit("/", 1)[-1]
 
 
-def _primary(declared: Any) -> str | None:
-    if isinstance(declared, str):
-        return declared
-    if isinstance(declared, list):
-        for name in declared:
-            if name != "null":
-                return str(name)
-    return None
-
-
 def _compile_def(name: str) -> _Type:
     """The compiled type of a definition; published to the shared cache only complete."""
     cached = _types.get(name)
@@ -326,7 +316,7 @@ def _compile_prop(prop: Mapping[str, Any], owner: str | None) -> _Type:
         return t
     if prop.get("x-kubernetes-int-or-string") is True or "oneOf" in prop or "anyOf" in prop:
         return _SCALAR_T
-    kind = _primary(prop.get("type"))
+    kind = schema_mod.primary_type(prop.get("type"))
     preserve = prop.get("x-kubernetes-preserve-unknown-fields") is True
     if kind == "object":
         props = prop.get("properties")

@@ -23,6 +23,20 @@ def now_micro() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def parse_time(value: Any) -> datetime.datetime | None:
+    """An RFC 3339 ``metav1.Time`` / ``MicroTime`` (UTC when no zone); ``None`` for an
+    absent, empty or malformed value."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return parsed
+
+
 def new_uid() -> str:
     return str(uuid.uuid4())
 

@@ -659,7 +659,7 @@ class _Compiler:
             return self.definition(_strip_ref(ref))
         if schema.get("x-kubernetes-int-or-string") is True:
             return _IntOrStringNode("intstr.IntOrString")
-        kind = _primary_type(schema.get("type"))
+        kind = primary_type(schema.get("type"))
         if kind == "object":
             return self._object(schema)
         if kind == "array":
@@ -686,11 +686,12 @@ class _Compiler:
 
 def _is_empty_struct(schema: Mapping[str, Any]) -> bool:
     """A typed object with no properties and no map values is an empty Go struct."""
-    kind = _primary_type(schema.get("type"))
+    kind = primary_type(schema.get("type"))
     return kind == "object" and "additionalProperties" not in schema
 
 
-def _primary_type(declared: Any) -> str | None:
+def primary_type(declared: Any) -> str | None:
+    """The non-null type of a ``type`` that may be a list like ``["string", "null"]``."""
     if isinstance(declared, str):
         return declared
     if isinstance(declared, list):

@@ -73,15 +73,8 @@ def format_time(seconds: float) -> str:
 
 def parse_time(value: Any) -> float | None:
     """A ``metav1.Time`` string as seconds since the epoch; ``None`` if absent or malformed."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.UTC)
-    return parsed.timestamp()
+    parsed = meta.parse_time(value)
+    return None if parsed is None else parsed.timestamp()
 
 
 # -- expectations --------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import datetime
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from kubling.api import labels, tables
+from kubling.api import labels, meta, tables
 
 Column = tables.Column
 RowFunc = tables.RowFunc
@@ -121,17 +121,8 @@ def is_deleting(obj: Mapping[str, Any]) -> bool:
 # -- time ----------------------------------------------------------------------------------
 
 
-def parse_time(value: Any) -> datetime.datetime | None:
-    """An RFC 3339 ``metav1.Time`` / ``MicroTime``; ``None`` for the zero time or garbage."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.UTC)
-    return parsed
+#: The printers' time parser is the API's (re-exported for ``common.parse_time`` callers).
+parse_time = meta.parse_time
 
 
 def human_duration(seconds: float) -> str:

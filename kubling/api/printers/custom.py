@@ -10,7 +10,6 @@ filters like ``[?(@.type=="Ready")]``, with or without the ``{...}`` wrapping.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -250,12 +249,9 @@ def _as_text(value: Any) -> str | None:
 def _as_date(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
-    try:
-        parsed = datetime.datetime.fromisoformat(value)
-    except ValueError:
+    parsed = common.parse_time(value)
+    if parsed is None:
         return "<invalid>"
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.UTC)
     # Upstream renders date columns as a human age ("5m"), as kubectl shows AGE.
     return common.human_duration((common.now() - parsed).total_seconds())
 

@@ -61,8 +61,9 @@ class Registry:
         return strategy
 
     async def _namespace_state(self, name: str) -> Object | None:
-        """The namespace as storage holds it now: creates right after a namespace's
-        creation must see it, so this does not read the (eventually current) cache."""
+        """The namespace as storage holds it now (a consistent read: a create right after
+        the namespace's own creation must see it)."""
         assert self._namespaces is not None
-        kv = await self.backend.get(f"{self._namespaces.storage_prefix}{name}")
-        return None if kv is None else watchcache.decode(kv).obj
+        store = self.store(self._namespaces)
+        kv = await store.read(store.key("", name))
+        return None if kv is None else store.load(kv)

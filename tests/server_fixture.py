@@ -39,6 +39,7 @@ class KublingServer:
                  extra_args: Sequence[str] = ()) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
+        self.registry_port = free_port()
         self.extra_args = list(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
@@ -61,7 +62,7 @@ class KublingServer:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "kubling.cli.main", "server", "--data-dir",
              str(self.data_dir), "--https-port", str(self.port), "--bind-address", "127.0.0.1",
-             *self.extra_args],
+             "--registry-port", str(self.registry_port), *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
         )
         log.close()

@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from kubling.cli import image as image_cmd
 from kubling.cli import kubectl as kubectl_cmd
 from kubling.cli import server as server_cmd
 from kubling.cli import simulate as simulate_cmd
@@ -17,6 +18,7 @@ from kubling.cli import version as version_cmd
 EPILOG = """examples:
   kubling server                       start a single-node cluster
   kubling kubectl get namespaces       talk to it with the admin kubeconfig
+  kubling image ls                     list the node's images (also pull, import, build)
   kubling simulate --nodes 10          add simulated nodes (no containers) for tests
   kubling version                      show versions
 """
@@ -32,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     server_cmd.register(sub)
     kubectl_cmd.register(sub)
+    image_cmd.register(sub)
     simulate_cmd.register(sub)
     version_cmd.register(sub)
     return parser

@@ -28,6 +28,7 @@ from kubling.client import config as client_config
 from kubling.client import rest
 from kubling.controllers import manager
 from kubling.node import simulated as simulated_nodes
+from kubling.node.images import service as node_images
 from kubling.scheduler import runner
 
 log = logging.getLogger("kubling.server")
@@ -75,6 +76,10 @@ def build_parser(prog: str = "kubling server") -> argparse.ArgumentParser:
     parser.add_argument("--simulated-nodes", type=int, default=0, metavar="N",
                         help="also register N simulated nodes (no containers; pods bound to "
                         "them run and complete as on a real node) for tests and scale")
+    parser.add_argument("--registry-port", type=int, default=5000,
+                        help="port of the embedded image registry (default %(default)s)")
+    parser.add_argument("--disable-registry", action="store_true",
+                        help="do not serve the embedded image registry")
     parser.add_argument("--log-format", choices=("text", "json"), default="text",
                         help="log line format (default %(default)s)")
     parser.add_argument("-v", "--verbosity", action="count", default=0,
@@ -133,10 +138,18 @@ def main(argv: Sequence[str]) -> int:
         parser.error("--simulated-nodes: must be 0 or more")
     simulated = simulated_nodes.SimulatedNodeConfig(count=args.simulated_nodes,
                                                     pod_cidr=args.cluster_cidr)
+    registry_port = 0 if args.disable_registry else args.registry_port
+    if registry_port:
+        owner = hostinfo.port_owner(registry_port)
+        if owner is not None:
+            print(f"kubling: port {registry_port} is in use by pid {owner} "
+                  f"({hostinfo.process_name(owner)}) — stop it or pass --registry-port "
+                  "(or --disable-registry)", file=sys.stderr)
+            return 1
     try:
         return _run(config, write_kubeconfig=args.write_kubeconfig, mode=mode,
                     controllers=controllers, simulated=simulated,
-                    scheduler=not args.disable_scheduler)
+                    scheduler=not args.disable_scheduler, registry_port=registry_port)
     except KeyboardInterrupt:
         return 0
 
@@ -155,8 +168,9 @@ def _print_phase(name: str, seconds: float) -> None:
 
 def _run(config: server.ServerConfig, *, write_kubeconfig: str, mode: int,
          controllers: list[str], simulated: simulated_nodes.SimulatedNodeConfig,
-         scheduler: bool) -> int:
-    serve = _serve(config, write_kubeconfig, mode, controllers, simulated, scheduler)
+         scheduler: bool, registry_port: int) -> int:
+    serve = _serve(config, write_kubeconfig, mode, controllers, simulated, scheduler,
+                   registry_port)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is optional
@@ -166,7 +180,7 @@ def _run(config: server.ServerConfig, *, write_kubeconfig: str, mode: int,
 
 async def _serve(config: server.ServerConfig, write_kubeconfig: str, mode: int,
                  controllers: list[str], simulated: simulated_nodes.SimulatedNodeConfig,
-                 scheduler: bool) -> int:
+                 scheduler: bool, registry_port: int) -> int:
     api = server.APIServer(config, on_phase=_print_phase)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -191,6 +205,13 @@ async def _serve(config: server.ServerConfig, write_kubeconfig: str, mode: int,
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(config.kubeconfig_path, target)
         os.chmod(target, mode)
+    images = node_images.NodeImages(config.data_dir / "images", registry_port=registry_port)
+    try:
+        await images.start(on_phase=_print_phase)
+    except OSError as err:
+        await api.stop()
+        print(f"kubling: {err}", file=sys.stderr)
+        return 1
     components = _start_components(config, controllers, simulated, scheduler)
     elapsed = hostinfo.process_age()
     print(f"kubling is ready in {elapsed:.1f}s — export KUBECONFIG={config.kubeconfig_path}",
@@ -198,6 +219,7 @@ async def _serve(config: server.ServerConfig, write_kubeconfig: str, mode: int,
     await stop.wait()
     print("kubling: stopping", file=sys.stderr, flush=True)
     await components.stop()
+    await images.stop()
     await api.stop()
     return 0
 

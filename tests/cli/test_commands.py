@@ -33,6 +33,7 @@ def test_usage_errors_exit_2_with_a_message(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "--service-cidr: not a network in CIDR form: 'nope'" in result.stderr
     result = kubling("server", "--data-dir", str(tmp_path), "--https-port", "7999",
+                     "--disable-registry",
                      "--datastore-endpoint", "etcd://x")
     assert result.returncode == 2
     assert "unsupported storage endpoint 'etcd://x'" in result.stderr

@@ -108,7 +108,7 @@ def parse_reference(text: str, *, default_tag: bool = True) -> Reference:
         domain, path = DOCKER_HUB, remainder
     if domain == "index.docker.io":
         domain = DOCKER_HUB
-    if path != path.lower():
+    if path != path.lower() and _PATH_RE.match(path.lower()):
         raise InvalidReference(
             f'couldn\'t parse image name "{text}": repository name must be lowercase'
         )

@@ -176,7 +176,11 @@ class ImageStore:
             )
         layers = []
         for desc, diff_id in zip(manifest.layers, config.diff_ids, strict=True):
-            check_digest(desc.digest)
+            try:
+                check_digest(desc.digest)
+                check_digest(diff_id)
+            except DigestError as exc:
+                raise ImageError(f"image {target}: {exc}") from None
             if not self.content.has(desc.digest):
                 raise ImageError(f"image {target} is incomplete: layer {desc.digest} is missing")
             layers.append(Layer(desc.digest, diff_id, desc.size, desc.media_type))

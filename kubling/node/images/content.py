@@ -10,6 +10,7 @@ they are unpacked), so a blob corrupted on disk is found rather than trusted.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -60,14 +61,34 @@ class BlobWriter:
         self.size = size
         self._hash = hashlib.sha256()
         self.offset = 0
-        if path.exists():  # resume: re-hash what is already there
-            with path.open("rb") as existing:
-                while chunk := existing.read(_CHUNK):
-                    self._hash.update(chunk)
-                    self.offset += len(chunk)
-        self._file: BinaryIO = path.open("ab")
+        self._file: BinaryIO = self._open_locked(path)
+        #: Another process published the blob while we waited: writes are discarded.
+        self.already_present = expected is not None and store.has(expected)
+        if not self.already_present:  # resume: re-hash what the ingest already holds
+            self._file.seek(0)
+            while chunk := self._file.read(_CHUNK):
+                self._hash.update(chunk)
+                self.offset += len(chunk)
+
+    @staticmethod
+    def _open_locked(path: Path) -> BinaryIO:
+        """Open the ingest file holding an exclusive flock: two processes (the server's
+        pull and ``kubling image pull``) downloading one blob take turns instead of
+        interleaving bytes. The file may have been published (renamed into blobs/) while
+        we waited for the lock; then open the path afresh."""
+        while True:
+            f = path.open("a+b")
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+                    return f
+            except FileNotFoundError:
+                pass
+            f.close()
 
     def write(self, data: bytes) -> None:
+        if self.already_present:
+            return
         if self.size is not None and self.offset + len(data) > self.size:
             self.abort()
             raise DigestError(
@@ -82,23 +103,30 @@ class BlobWriter:
         return "sha256:" + self._hash.hexdigest()
 
     def commit(self) -> str:
-        """Verify and publish; returns the digest. A mismatch removes the ingest."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        digest = self.digest
-        if self.expected is not None and digest != self.expected:
-            self.path.unlink(missing_ok=True)
-            raise DigestError(
-                f"content digest {digest} does not match the expected {self.expected}"
-            )
-        if self.size is not None and self.offset != self.size:
-            self.path.unlink(missing_ok=True)
-            raise DigestError(f"blob {digest} has {self.offset} bytes, expected {self.size}")
-        target = self._store.path(digest)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.path, target)
-        _fsync_dir(target.parent)
+        """Verify and publish; returns the digest. A mismatch removes the ingest. The
+        rename happens while the lock is held, so no waiting writer can open the file
+        that becomes the published blob."""
+        if self.already_present and self.expected is not None:
+            self.abort()
+            return self.expected
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            digest = self.digest
+            if self.expected is not None and digest != self.expected:
+                self.path.unlink(missing_ok=True)
+                raise DigestError(
+                    f"content digest {digest} does not match the expected {self.expected}"
+                )
+            if self.size is not None and self.offset != self.size:
+                self.path.unlink(missing_ok=True)
+                raise DigestError(f"blob {digest} has {self.offset} bytes, expected {self.size}")
+            target = self._store.path(digest)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.path, target)
+            _fsync_dir(target.parent)
+        finally:
+            self._file.close()
         return digest
 
     def close(self) -> None:
@@ -107,8 +135,10 @@ class BlobWriter:
             self._file.close()
 
     def abort(self) -> None:
+        """Drop the ingest (unlinked before the lock is released, for the same reason)."""
+        if not self._file.closed:
+            self.path.unlink(missing_ok=True)
         self.close()
-        self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> BlobWriter:
         return self

@@ -72,7 +72,7 @@ def test_ingest_resumes(tmp_path: Path) -> None:
     assert w2.commit() == d
     assert cs.read(d) == data
     with pytest.raises(DigestError, match="larger than"):
-        w3 = cs.writer(d, size=2, key="x")
+        w3 = cs.writer(sha256_digest(b"abc"), size=2, key="x")
         w3.write(b"abc")
 
 
@@ -242,3 +242,33 @@ def test_tag_keeps_foreign_platform_names(store: ImageStore, layout: Layout) -> 
     assert store.tag("localhost:5000/f:1", foreign.manifest_digest) is None
     assert store.names() == {"localhost:5000/f:1": foreign.manifest_digest}
     assert store.images() == []
+
+
+def test_two_writers_of_one_blob_take_turns(tmp_path: Path) -> None:
+    """A second process downloading the same blob waits for the first, then finds the
+    blob published and discards its copy — no interleaved bytes, no corrupt blob."""
+    import subprocess
+    import sys
+
+    cs = ContentStore(tmp_path)
+    data = os.urandom(200_000)
+    d = sha256_digest(data)
+    first = cs.writer(d, size=len(data), key=d)
+    first.write(data[:1000])
+    script = (
+        "import sys; from pathlib import Path; from kubling.node.images.content import "
+        "ContentStore; cs = ContentStore(Path(sys.argv[1])); d = sys.argv[2]; "
+        "w = cs.writer(d, size=200000, key=d); print(w.already_present, w.offset); "
+        "w.write(b'x' * 200000); print(w.commit() == d)"
+    )
+    second = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path), d], stdout=subprocess.PIPE, text=True
+    )
+    time.sleep(0.5)
+    assert second.poll() is None, "the second writer waits for the lock"
+    first.write(data[1000:])
+    assert first.commit() == d
+    out, _ = second.communicate(timeout=30)
+    assert out.split() == ["True", "0", "True"]
+    assert cs.read(d) == data
+    assert not any(cs.ingest.iterdir())

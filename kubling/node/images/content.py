@@ -15,6 +15,7 @@ import hashlib
 import os
 import re
 import secrets
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -223,7 +224,16 @@ class ContentStore:
             "sha256:" + p.name for p in self.blobs.iterdir() if _DIGEST_RE.match("sha256:" + p.name)
         )
 
-    def clean_ingest(self) -> None:
-        """Drop abandoned partial downloads (called at start)."""
+    def clean_ingest(self, older_than: float) -> list[Path]:
+        """Drop partial downloads and uploads untouched for ``older_than`` seconds
+        (called at start): fresher ones may still be resumed."""
+        cutoff = time.time() - older_than
+        dropped = []
         for p in self.ingest.iterdir():
-            p.unlink(missing_ok=True)
+            try:
+                if p.stat().st_mtime < cutoff:
+                    p.unlink()
+                    dropped.append(p)
+            except FileNotFoundError:
+                continue
+        return dropped

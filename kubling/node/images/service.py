@@ -22,6 +22,10 @@ from kubling.node.images.store import ImageStore
 
 log = logging.getLogger("kubling.images")
 
+#: Partial downloads and uploads older than this are dropped at start (a day: a pull or a
+#: push interrupted by a restart resumes well within it).
+INGEST_MAX_AGE_SECONDS = 24 * 3600.0
+
 
 class NodeImages:
     def __init__(self, root: Path, *, registry_port: int = 5000, registry_host: str = "0.0.0.0"):
@@ -57,6 +61,7 @@ class NodeImages:
             if on_phase is not None:
                 on_phase("registry", time.perf_counter() - started)
         self._import_task = asyncio.create_task(self._import_archives(), name="image-import")
+        await asyncio.to_thread(self.store.content.clean_ingest, INGEST_MAX_AGE_SECONDS)
 
     async def _import_archives(self) -> None:
         try:

@@ -272,3 +272,17 @@ def test_two_writers_of_one_blob_take_turns(tmp_path: Path) -> None:
     assert out.split() == ["True", "0", "True"]
     assert cs.read(d) == data
     assert not any(cs.ingest.iterdir())
+
+
+def test_stale_ingests_are_dropped_fresh_ones_kept(tmp_path: Path) -> None:
+    cs = ContentStore(tmp_path)
+    fresh = cs.writer(sha256_digest(b"fresh"), key="fresh")
+    fresh.write(b"fre")
+    fresh.close()
+    stale = cs.writer(sha256_digest(b"stale"), key="stale")
+    stale.write(b"sta")
+    stale.close()
+    old = time.time() - 7200
+    os.utime(stale.path, (old, old))
+    assert cs.clean_ingest(older_than=3600) == [stale.path]
+    assert fresh.path.exists() and not stale.path.exists()

@@ -555,3 +555,23 @@ def test_port_in_use(registry: Running) -> None:
     with pytest.raises(OSError, match="is in use — stop what uses it") as info:
         registry.call(other.start())
     assert info.value.errno == errno.EADDRINUSE
+
+
+def test_a_node_pulls_from_the_embedded_registry(
+    registry: Running, layout: Layout, tmp_path: Path
+) -> None:
+    """What another node does: push with skopeo, pull with kubling's puller into an empty
+    store, by tag and by digest, and find the source files in the unpacked layers."""
+    from kubling.node.images.pull import pull_image
+    from tests.node.images.pull_servers import expected_files, merged_files
+
+    built = layout.image("app:v1", [BUSYBOXISH, APP])
+    push(layout, "app:v1", f"docker://{registry.host}/app:v1")
+    node = ImageStore(tmp_path / "node")
+    by_tag = asyncio.run(pull_image(node, f"{registry.host}/app:v1"))
+    assert by_tag.image.id == built.config_digest
+    assert merged_files(node.layer_dirs(by_tag.image)) == expected_files(BUSYBOXISH, APP)
+    other = ImageStore(tmp_path / "other")
+    by_digest = asyncio.run(pull_image(other, f"{registry.host}/app@{built.manifest_digest}"))
+    assert by_digest.image.id == built.config_digest
+    assert merged_files(other.layer_dirs(by_digest.image)) == expected_files(BUSYBOXISH, APP)

@@ -85,9 +85,12 @@ class Indexer:
     def __contains__(self, key: object) -> bool:
         return key in self._items
 
-    def add_index(self, name: str, fn: IndexFunc) -> None:
-        """Index objects by the values ``fn`` returns; existing objects are indexed now."""
+    def add_index(self, name: str, fn: IndexFunc, *, exist_ok: bool = False) -> None:
+        """Index objects by the values ``fn`` returns; existing objects are indexed now.
+        ``exist_ok``: controllers sharing an informer each ask for the index they need."""
         if name in self._index_funcs:
+            if exist_ok and self._index_funcs[name] is fn:
+                return
             raise ValueError(f"index {name!r} already exists")
         self._index_funcs[name] = fn
         self._indices[name] = {}

@@ -91,11 +91,8 @@ class CronJobController:
         self.jobs_api = ctx.client.resource(JOBS)
         self.cronjobs = ctx.informers.informer(CRONJOBS)
         self.jobs = ctx.informers.informer(JOBS)
-        try:
-            self.jobs.indexer.add_index(JOB_CONTROLLER_INDEX,
-                                       podcontrol.controller_uid_index)
-        except ValueError:
-            pass  # the shared informer already has it
+        self.jobs.indexer.add_index(JOB_CONTROLLER_INDEX, podcontrol.controller_uid_index,
+                                    exist_ok=True)
         self.queue: workqueue.WorkQueue[str] = workqueue.WorkQueue(name="cronjob",
                                                                    clock=ctx.clock)
         self.written = podcontrol.StatusWrites()

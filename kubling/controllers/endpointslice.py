@@ -256,10 +256,7 @@ class EndpointSliceController:
         self.services = ctx.informers.informer(ep.SERVICES)
         self.pods = ctx.informers.informer(ep.PODS)
         self.slices = ctx.informers.informer(ENDPOINT_SLICES)
-        try:
-            self.slices.indexer.add_index(_SERVICE_INDEX, _service_index)
-        except ValueError:
-            pass  # a second controller instance on the same shared informer
+        self.slices.indexer.add_index(_SERVICE_INDEX, _service_index, exist_ok=True)
         self.tracker = ep.WriteTracker(self.slices, ctx.clock)
         self.services.add_event_handler(
             on_add=self._enqueue, on_update=lambda old, new: self._enqueue(new),

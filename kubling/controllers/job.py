@@ -55,10 +55,8 @@ class JobController:
         self.pods_api = ctx.client.resource(PODS)
         self.jobs = ctx.informers.informer(JOBS)
         self.pods = ctx.informers.informer(PODS)
-        try:
-            self.pods.indexer.add_index(POD_CONTROLLER_INDEX, podcontrol.controller_uid_index)
-        except ValueError:
-            pass  # the shared informer already has it
+        self.pods.indexer.add_index(POD_CONTROLLER_INDEX, podcontrol.controller_uid_index,
+                                    exist_ok=True)
         self.queue: workqueue.WorkQueue[str] = workqueue.WorkQueue(name="job", clock=ctx.clock)
         self.orphans: workqueue.WorkQueue[str] = workqueue.WorkQueue(
             name="job-orphan-pod", clock=ctx.clock)

@@ -124,10 +124,7 @@ class NodeLifecycleController:
         self.nodes = ctx.informers.informer(NODES)
         self.leases = ctx.informers.informer(LEASES, namespace=LEASE_NAMESPACE)
         self.pods = ctx.informers.informer(PODS)
-        try:
-            self.pods.indexer.add_index(_POD_INDEX, _node_of)
-        except ValueError:
-            pass  # a second controller instance on the same shared informer
+        self.pods.indexer.add_index(_POD_INDEX, _node_of, exist_ok=True)
         self._health: dict[str, _Health] = {}
         #: pod key → when the controller first saw it on a tainted node (monotonic).
         self._tainted_since: dict[str, float] = {}

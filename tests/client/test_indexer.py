@@ -69,6 +69,10 @@ def test_an_index_added_late_covers_existing_objects() -> None:
     assert indexer.index_keys("app", "db") == ["ns/b"]
     with pytest.raises(ValueError):
         indexer.add_index("app", _by_node)
+    with pytest.raises(ValueError, match="already exists"):
+        indexer.add_index("app", _by_node, exist_ok=True)  # same name, another function
+    indexer.add_index("node", _by_node)
+    indexer.add_index("node", _by_node, exist_ok=True)  # a second controller, same index
     with pytest.raises(KeyError):
         indexer.by_index("nope", "x")
 

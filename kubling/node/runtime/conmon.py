@@ -119,19 +119,28 @@ def _environment(sync_fd: int) -> dict[str, str]:
 
 
 async def _read_line(fd: int, timeout: float) -> bytes:
-    """One line from pipe `fd` without blocking the loop; closes `fd`."""
+    """One line from pipe `fd` without blocking the loop; closes `fd`.
+
+    The read transport owns the pipe once connected and closes it itself — later, on the
+    loop's next turn under uvloop. Closing the file here as well (a ``with`` block) would
+    close the descriptor number twice, the second time when it may already belong to the
+    next subprocess's pipe."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
-    with os.fdopen(fd, "rb", buffering=0) as pipe:
+    pipe = os.fdopen(fd, "rb", buffering=0)
+    try:
         transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), pipe
         )
-        try:
-            return await asyncio.wait_for(reader.readline(), timeout)
-        except TimeoutError as exc:
-            raise ConmonError(f"runc create did not finish within {timeout:g}s") from exc
-        finally:
-            transport.close()
+    except BaseException:
+        pipe.close()
+        raise
+    try:
+        return await asyncio.wait_for(reader.readline(), timeout)
+    except TimeoutError as exc:
+        raise ConmonError(f"runc create did not finish within {timeout:g}s") from exc
+    finally:
+        transport.close()
 
 
 def _parse_sync(line: bytes, conmon_log: Path) -> int:

@@ -40,8 +40,20 @@ class ErrorType(enum.Enum):
 _NO_VALUE = object()
 
 
+class GoStringSlice(tuple[str, ...]):
+    """A ``[]string`` value, rendered as Go's ``%#v`` prints it: ``[]string{"a", "b"}``
+    (upstream's wording for list values such as ``spec.clusterIPs``)."""
+
+    __slots__ = ()
+
+    def render(self) -> str:
+        return "[]string{" + ", ".join(orjson.dumps(s).decode() for s in self) + "}"
+
+
 def render_value(value: Any) -> str:
     """Render a bad value the way Go's ``%#v``-ish formatting in field errors reads."""
+    if isinstance(value, GoStringSlice):
+        return value.render()
     if isinstance(value, str):
         return orjson.dumps(value).decode()
     if value is None:

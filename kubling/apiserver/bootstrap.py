@@ -2,16 +2,21 @@
 
 The system namespaces, and the ``default/kubernetes`` Service with its Endpoints and
 EndpointSlice, which is how pods and in-cluster clients find the API server
-(``https://kubernetes.default.svc``), at the first address of the service network.
+(``https://kubernetes.default.svc``), at the first address of the service network; the
+Service is created through the Store like any other, so that address is taken from the
+allocator (and kept from dynamic allocation) exactly as a user's ``clusterIP`` would be.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from kubling.api.meta import Object
 from kubling.apiserver import errors
 from kubling.apiserver.registry.registry import Registry
+
+log = logging.getLogger("kubling.apiserver.bootstrap")
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
@@ -80,5 +85,11 @@ async def _create_if_missing(registry: Registry, group: str, version: str, plura
     try:
         await store.create(obj, namespace=namespace)
     except errors.APIError as err:
+        if err.code == 422 and plural == "services":
+            # The first service address is taken by a user's Service (the kubernetes one
+            # was deleted meanwhile): serve on, as upstream's controller does, and say so.
+            log.error("cannot create the %s/%s service: %s", namespace, md["name"],
+                      err.message)
+            return
         if err.code != 409:  # another server made it first: fine
             raise

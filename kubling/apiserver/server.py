@@ -31,7 +31,11 @@ from kubling.apiserver import (
     pki,
     watchcache,
 )
+from kubling.apiserver.allocation import repair as allocation_repair
+from kubling.apiserver.allocation.bitmap import parse_port_range
+from kubling.apiserver.allocation.service import ServiceAllocator
 from kubling.apiserver.registry import customresources
+from kubling.apiserver.registry.kinds import ServiceStrategy
 from kubling.apiserver.registry.registry import Registry
 
 log = logging.getLogger("kubling.apiserver")
@@ -47,6 +51,7 @@ class ServerConfig:
     datastore_endpoint: str = ""
     cluster_cidr: str = "10.42.0.0/16"
     service_cidr: str = "10.43.0.0/16"
+    service_node_port_range: str = "30000-32767"
     node_addresses: tuple[str, ...] = ()
     hostnames: tuple[str, ...] = ()
     compact_interval: float = 300.0
@@ -64,6 +69,12 @@ class ServerConfig:
         return str(next(ipaddress.ip_network(self.service_cidr, strict=False).hosts()))
 
 
+def node_port_range(text: str) -> str:
+    """``--service-node-port-range``: ``30000-32767`` (or ``30000+2768``) → canonical form."""
+    first, last = parse_port_range(text)
+    return f"{first}-{last}"
+
+
 class APIServer:
     def __init__(self, config: ServerConfig, *, on_phase: PhaseCallback | None = None) -> None:
         self.config = config
@@ -72,6 +83,7 @@ class APIServer:
         self.caches: watchcache.CacheSet | None = None
         self.registry: Registry | None = None
         self.crds: customresources.CustomResourceDefinitions | None = None
+        self.service_allocator: ServiceAllocator | None = None
         self.pki: pki.ClusterPKI | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -116,6 +128,10 @@ class APIServer:
         await self._phase("watch cache", t)
 
         t = time.monotonic()
+        await self._allocation()
+        await self._phase("service allocation", t)
+
+        t = time.monotonic()
         await self._bootstrap()
         await self._phase("bootstrap", t)
 
@@ -127,6 +143,20 @@ class APIServer:
         ))
         self._ready = True
         await self._phase("https", t)
+
+    async def _allocation(self) -> None:
+        """Serve Services with the cluster's IP and node-port pools, repaired from the
+        Services in storage first (before anything can allocate)."""
+        assert self.registry is not None and self.backend is not None
+        self.service_allocator = ServiceAllocator(
+            self.backend, service_cidr=self.config.service_cidr,
+            node_port_range=self.config.service_node_port_range)
+        await self.service_allocator.load()
+        services = self.registry.catalogue.lookup("", "v1", "services")
+        assert services is not None
+        await allocation_repair.repair(self.service_allocator, self.backend,
+                                       services.storage_prefix)
+        self.registry.set_strategy(services, ServiceStrategy(services, self.service_allocator))
 
     async def _bootstrap(self) -> None:
         assert self.registry is not None

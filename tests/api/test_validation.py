@@ -456,7 +456,7 @@ def test_service_cluster_ip_immutable() -> None:
     new = copy.deepcopy(old)
     new["spec"]["clusterIP"] = "10.0.0.6"
     assert update_errors("", "Service", new, old) == [
-        'spec.clusterIPs[0]: Invalid value: ["10.0.0.6"]: may not change once set'
+        'spec.clusterIPs[0]: Invalid value: []string{"10.0.0.6"}: may not change once set'
     ]
     new["spec"]["type"] = "ExternalName"
     new["spec"]["externalName"] = "x.io"

@@ -15,6 +15,7 @@ from typing import Any
 from kubling.api.field import (
     ErrorType,
     FieldError,
+    GoStringSlice,
     Path,
     duplicate,
     forbidden,
@@ -118,7 +119,8 @@ def _validate_cluster_ips(spec: Obj, svc_type: Any) -> Errs:
             errs.append(forbidden(str(ips_path), "may not be set for ExternalName services"))
         return errs
     if cluster_ip and cluster_ips and cluster_ips[0] != cluster_ip:
-        errs.append(invalid(str(ips_path), cluster_ips, "first value must match `clusterIP`"))
+        errs.append(invalid(str(ips_path), GoStringSlice(cluster_ips),
+                            "first value must match `clusterIP`"))
     for i, ip in enumerate(cluster_ips or ([cluster_ip] if cluster_ip else [])):
         if ip == "None":
             if i > 0:
@@ -186,7 +188,7 @@ def validate_service_update(new: Obj, old: Obj) -> Errs:
         return []
     old_ip, new_ip = old_spec.get("clusterIP") or "", new_spec.get("clusterIP") or ""
     if old_ip and new_ip and old_ip != new_ip:
-        value = new_spec.get("clusterIPs") or [new_ip]
+        value = GoStringSlice(new_spec.get("clusterIPs") or [new_ip])
         return [invalid(str(_SPEC.child("clusterIPs").index(0)), value, "may not change once set")]
     return []
 

@@ -13,8 +13,10 @@ from typing import Any
 from kubling.api import field
 from kubling.api.meta import Object
 from kubling.api.resources import ResourceType
+from kubling.apiserver.allocation import fields as service_fields
+from kubling.apiserver.allocation.service import ServiceAllocator
 from kubling.apiserver.registry.customresources import CRDStrategy
-from kubling.apiserver.registry.strategy import Strategy
+from kubling.apiserver.registry.strategy import Strategy, Transaction
 
 _TERMINAL_PHASES = ("Succeeded", "Failed")
 
@@ -132,10 +134,43 @@ class SecretStrategy(Strategy):
 
 
 class ServiceStrategy(Strategy):
+    """Services take cluster IPs and node ports from the cluster's pools (upstream's
+    ``service/storage`` REST). Without an allocator (unit tests of the generic registry)
+    they are stored as sent."""
+
     return_deleted_object = True
+
+    def __init__(self, rt: ResourceType, allocator: ServiceAllocator | None = None) -> None:
+        super().__init__(rt)
+        self.allocator = allocator
 
     def initial_status(self, obj: Object) -> None:
         obj["status"] = {"loadBalancer": {}}
+
+    def prepare_for_create(self, obj: Object) -> None:
+        super().prepare_for_create(obj)
+        service_fields.normalize_cluster_ips(obj, None)
+
+    def prepare_for_update(self, new: Object, old: Object) -> None:
+        super().prepare_for_update(new, old)
+        service_fields.normalize_cluster_ips(new, old)
+        service_fields.patch_allocated_values(new, old)
+        service_fields.drop_type_dependent_fields(new, old)
+
+    async def begin_create(self, obj: Object, *, dry_run: bool) -> Transaction | None:
+        if self.allocator is None:
+            return None
+        return await self.allocator.allocate_create(obj, dry_run=dry_run)
+
+    async def begin_update(self, new: Object, old: Object, *,
+                           dry_run: bool) -> Transaction | None:
+        if self.allocator is None:
+            return None
+        return await self.allocator.allocate_update(new, old, dry_run=dry_run)
+
+    async def after_delete(self, obj: Object) -> None:
+        if self.allocator is not None:
+            await self.allocator.release(obj)
 
 
 _JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"

@@ -206,6 +206,20 @@ class Store:
             raise self._invalid(meta.name_of(obj), errs)
         if self.rt.namespaced:
             await self._check_namespace_open(namespace, md["name"])
+        txn = await self.strategy.begin_create(obj, dry_run=dry_run)
+        try:
+            created = await self._write_new(obj, namespace, generate, dry_run)
+        except errors.APIError:  # certainly not written: give back what was reserved
+            if txn is not None:
+                await txn.finish(False)
+            raise
+        if txn is not None:
+            await txn.finish(True)
+        return created
+
+    async def _write_new(self, obj: Object, namespace: str, generate: bool,
+                         dry_run: bool) -> Object:
+        md = obj["metadata"]
         if dry_run:
             return obj
         for attempt in range(_GENERATE_ATTEMPTS):
@@ -343,31 +357,53 @@ class Store:
                 return old  # nothing changed: no write, no event (as upstream)
             if manager is not None:
                 self._track(old, new, manager, strat, subresource)
-            if (new_md.get("deletionTimestamp") and not self.strategy.pending_finalizers(new)
-                    and not new_md.get("deletionGracePeriodSeconds")):
-                if dry_run:
-                    return new
-                try:
-                    await self.backend.delete(key, expected_revision=kv.mod_revision)
-                except storage.ConflictError as err:
-                    kv = err.current
-                    continue
-                return new
-            if dry_run:
-                return new
+            txn = await strat.begin_update(new, old, dry_run=dry_run)
             try:
-                stored = await self.backend.update(
-                    key, self.encode(new), expected_revision=kv.mod_revision
-                )
-            except storage.ConflictError as err:
-                if wanted:
-                    raise self._conflict(name) from None
-                kv = err.current
+                written, retry = await self._write_update(key, kv, new, name, wanted, dry_run)
+            except errors.APIError:  # certainly not written: give back what was reserved
+                if txn is not None:
+                    await txn.finish(False)
+                raise
+            if txn is not None:
+                await txn.finish(written is not None)
+            if written is None:
+                kv = retry  # lost a race with another writer: again, on the fresh value
                 continue
-            except storage.KeyNotFoundError:
-                raise self.not_found(name) from None
-            return _with_revision(new, stored.mod_revision)
+            if not dry_run and new_md.get("deletionTimestamp") and (
+                    not self.strategy.pending_finalizers(new)
+                    and not new_md.get("deletionGracePeriodSeconds")):
+                await self.strategy.after_delete(new)  # the update completed a deletion
+            return written
         raise self._conflict(name, "too many concurrent writers; please try again")
+
+    async def _write_update(self, key: str, kv: storage.KeyValue, new: Object, name: str,
+                            wanted: str, dry_run: bool,
+                            ) -> tuple[Object | None, storage.KeyValue | None]:
+        """Store ``new`` over ``kv`` (or remove the object when its deletion is complete).
+        Returns the result, or None and the current value when another writer won."""
+        new_md = new["metadata"]
+        if (new_md.get("deletionTimestamp") and not self.strategy.pending_finalizers(new)
+                and not new_md.get("deletionGracePeriodSeconds")):
+            if dry_run:
+                return new, None
+            try:
+                await self.backend.delete(key, expected_revision=kv.mod_revision)
+            except storage.ConflictError as err:
+                return None, err.current
+            return new, None
+        if dry_run:
+            return new, None
+        try:
+            stored = await self.backend.update(
+                key, self.encode(new), expected_revision=kv.mod_revision
+            )
+        except storage.ConflictError as err:
+            if wanted:
+                raise self._conflict(name) from None
+            return None, err.current
+        except storage.KeyNotFoundError:
+            raise self.not_found(name) from None
+        return _with_revision(new, stored.mod_revision), None
 
     def _track(self, old: Object | None, new: Object, manager: str, strat: Strategy,
                subresource: str | None = None) -> None:
@@ -441,6 +477,7 @@ class Store:
                 continue
             except storage.KeyNotFoundError:
                 raise self.not_found(name) from None
+            await self.strategy.after_delete(obj)
             return DeleteResult(obj, True)
         raise self._conflict(name, "too many concurrent writers; please try again")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
-from typing import Any
+from typing import Any, Protocol
 
 from kubling.api import (
     conversion,
@@ -88,6 +88,13 @@ BUILTIN_SCALE = ScalePaths()
 
 def _without(obj: Object, *keys: str) -> Object:
     return {k: v for k, v in obj.items() if k not in keys}
+
+
+class Transaction(Protocol):
+    """What a strategy reserved for one write (a Service's cluster IP, its node ports):
+    ``finish(True)`` once the write is stored, ``finish(False)`` when it certainly was not."""
+
+    async def finish(self, success: bool) -> None: ...
 
 
 class Strategy:
@@ -217,6 +224,20 @@ class Strategy:
 
     def mark_deleting(self, obj: Object) -> None:
         """Adjust an object being marked for deletion (e.g. a namespace's phase)."""
+
+    # -- shared pools (upstream BeginCreate / BeginUpdate / AfterDelete) -----------------
+    async def begin_create(self, obj: Object, *, dry_run: bool) -> Transaction | None:
+        """Reserve what a new, validated object takes from a shared pool, just before it
+        is written; the Store finishes the returned transaction with the write's outcome."""
+        return None
+
+    async def begin_update(self, new: Object, old: Object, *,
+                           dry_run: bool) -> Transaction | None:
+        """As ``begin_create``, for an update about to be written over ``old``."""
+        return None
+
+    async def after_delete(self, obj: Object) -> None:
+        """Give back what a deleted object held; called once its removal is stored."""
 
 
 class StatusStrategy(Strategy):

@@ -36,11 +36,13 @@ class KublingServer:
     """A running ``kubling server`` and the clients that reach it."""
 
     def __init__(self, data_dir: Path, *, port: int | None = None,
-                 extra_args: Sequence[str] = ()) -> None:
+                 extra_args: Sequence[str] = (), agent: bool = False) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.registry_port = free_port()
-        self.extra_args = list(extra_args)
+        #: Without ``agent`` the server runs no node agent (``--disable-agent``): tests
+        #: that do not run containers must not touch the host's network or runc.
+        self.extra_args = list(extra_args) if agent else ["--disable-agent", *extra_args]
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self.cache_dir = data_dir.parent / f"{data_dir.name}-kubectl-cache"

@@ -27,6 +27,7 @@ from kubling.cli import hostinfo, logs, options
 from kubling.client import config as client_config
 from kubling.client import rest
 from kubling.controllers import manager
+from kubling.node import agent as node_agent
 from kubling.node import simulated as simulated_nodes
 from kubling.node.images import service as node_images
 from kubling.scheduler import runner
@@ -62,6 +63,9 @@ def build_parser(prog: str = "kubling server") -> argparse.ArgumentParser:
                         help="pod network (default %(default)s)")
     parser.add_argument("--service-cidr", default="10.43.0.0/16", type=_cidr,
                         help="service network (default %(default)s)")
+    parser.add_argument("--service-node-port-range", default="30000-32767",
+                        type=server.node_port_range,
+                        help="port range of NodePort services (default %(default)s)")
     parser.add_argument("--tls-san", action="append", default=[],
                         help="extra hostname or IP for the serving certificate (repeatable)")
     parser.add_argument("--write-kubeconfig", default="",
@@ -76,6 +80,13 @@ def build_parser(prog: str = "kubling server") -> argparse.ArgumentParser:
     parser.add_argument("--simulated-nodes", type=int, default=0, metavar="N",
                         help="also register N simulated nodes (no containers; pods bound to "
                         "them run and complete as on a real node) for tests and scale")
+    parser.add_argument("--disable-agent", action="store_true",
+                        help="run no node agent: a pure control plane (pods need other nodes)")
+    parser.add_argument("--cni-conf-dir", default="/etc/cni/net.d",
+                        help="CNI configuration directory; kubling writes its default network "
+                        "there when it is empty (default %(default)s)")
+    parser.add_argument("--cni-bin-dir", default="/usr/lib/cni:/opt/cni/bin",
+                        help="colon-separated directories of CNI plugins (default %(default)s)")
     parser.add_argument("--registry-port", type=int, default=5000,
                         help="port of the embedded image registry (default %(default)s)")
     parser.add_argument("--disable-registry", action="store_true",
@@ -127,6 +138,7 @@ def main(argv: Sequence[str]) -> int:
         datastore_endpoint=args.datastore_endpoint,
         cluster_cidr=args.cluster_cidr,
         service_cidr=args.service_cidr,
+        service_node_port_range=args.service_node_port_range,
         node_addresses=tuple(addresses + ips),
         hostnames=tuple([socket.gethostname(), *sans]),
     )
@@ -146,12 +158,32 @@ def main(argv: Sequence[str]) -> int:
                   f"({hostinfo.process_name(owner)}) — stop it or pass --registry-port "
                   "(or --disable-registry)", file=sys.stderr)
             return 1
+    agent = _agent_config(args, config, addresses)
     try:
         return _run(config, write_kubeconfig=args.write_kubeconfig, mode=mode,
                     controllers=controllers, simulated=simulated,
-                    scheduler=not args.disable_scheduler, registry_port=registry_port)
+                    scheduler=not args.disable_scheduler, registry_port=registry_port,
+                    agent=agent)
     except KeyboardInterrupt:
         return 0
+
+
+def _agent_config(args: argparse.Namespace, config: server.ServerConfig,
+                  addresses: list[str]) -> node_agent.AgentConfig | None:
+    """The node agent's settings, or None (with one warning line) when it cannot run here:
+    containers need root and runc."""
+    if args.disable_agent:
+        return None
+    missing = [name for name in ("runc", "conmon") if shutil.which(name) is None]
+    if os.geteuid() != 0 or missing:
+        why = "not running as root" if os.geteuid() != 0 else (
+            f"{' and '.join(missing)} not found — apt-get install {' '.join(missing)}")
+        log.warning("node agent disabled: %s; this server runs no pods itself", why)
+        return None
+    return node_agent.AgentConfig(
+        data_dir=config.data_dir, node_ip=addresses[0] if addresses else "127.0.0.1",
+        cluster_cidr=args.cluster_cidr, cni_conf_dir=Path(args.cni_conf_dir),
+        cni_bin_dirs=tuple(Path(d) for d in args.cni_bin_dir.split(":") if d))
 
 
 def _is_ip(text: str) -> bool:
@@ -168,9 +200,9 @@ def _print_phase(name: str, seconds: float) -> None:
 
 def _run(config: server.ServerConfig, *, write_kubeconfig: str, mode: int,
          controllers: list[str], simulated: simulated_nodes.SimulatedNodeConfig,
-         scheduler: bool, registry_port: int) -> int:
+         scheduler: bool, registry_port: int, agent: node_agent.AgentConfig | None) -> int:
     serve = _serve(config, write_kubeconfig, mode, controllers, simulated, scheduler,
-                   registry_port)
+                   registry_port, agent)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is optional
@@ -180,7 +212,8 @@ def _run(config: server.ServerConfig, *, write_kubeconfig: str, mode: int,
 
 async def _serve(config: server.ServerConfig, write_kubeconfig: str, mode: int,
                  controllers: list[str], simulated: simulated_nodes.SimulatedNodeConfig,
-                 scheduler: bool, registry_port: int) -> int:
+                 scheduler: bool, registry_port: int,
+                 agent: node_agent.AgentConfig | None) -> int:
     api = server.APIServer(config, on_phase=_print_phase)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -213,6 +246,9 @@ async def _serve(config: server.ServerConfig, write_kubeconfig: str, mode: int,
         print(f"kubling: {err}", file=sys.stderr)
         return 1
     components = _start_components(config, controllers, simulated, scheduler)
+    if agent is not None:
+        kubelet = node_agent.NodeAgent(components.client("kubelet"), agent, images.store)
+        components.start("node-agent", kubelet.run())
     elapsed = hostinfo.process_age()
     print(f"kubling is ready in {elapsed:.1f}s — export KUBECONFIG={config.kubeconfig_path}",
           file=sys.stderr, flush=True)

@@ -1,0 +1,115 @@
+"""Pod startup latency on a real node: created → Ready for N pods with a cached image,
+and what the server (API server, controllers, scheduler and node agent in one process)
+costs with them running.
+
+    .venv/bin/python bench/pod_startup_bench.py [--pods 50]
+
+Starts ``kubling server`` with its node agent on a temporary data dir (the busybox image
+built offline into it first), creates the pods at once through the API, follows them with
+a watch, prints p50/p99, then the server's RSS and CPU over 10 s with every pod running.
+Needs root, runc, conmon and the CNI plugins, as the agent does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+
+from kubling.client import config, rest
+from tests.server_fixture import REPO, KublingServer
+
+
+def manifest(i: int) -> dict[str, object]:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"start-{i}", "namespace": "default"},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+                {"name": "main", "image": "busybox:latest", "imagePullPolicy": "IfNotPresent",
+                 "command": ["sleep", "3600"]}]}}
+
+
+def ready(pod: dict[str, object]) -> bool:
+    status = pod.get("status") or {}
+    assert isinstance(status, dict)
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in status.get("conditions") or [])
+
+
+async def measure(server: KublingServer, count: int) -> None:
+    async with rest.Client(config.load_kubeconfig(server.kubeconfig)) as client:
+        pods = client.resource(rest.lookup("v1", "pods"))
+        rv = (await pods.list(namespace="default"))["metadata"]["resourceVersion"]
+        created: dict[str, float] = {}
+        readied: dict[str, float] = {}
+
+        async def follow() -> None:
+            async for _type, obj in pods.watch(namespace="default", resource_version=rv,
+                                               timeout_seconds=600):
+                name = obj["metadata"]["name"]
+                if name in created and name not in readied and ready(obj):
+                    readied[name] = time.monotonic()
+                if len(readied) == count:
+                    return
+
+        watcher = asyncio.create_task(follow())
+
+        async def create(i: int) -> None:
+            created[f"start-{i}"] = time.monotonic()
+            await pods.create(manifest(i), namespace="default")
+
+        await asyncio.gather(*(create(i) for i in range(count)))
+        await asyncio.wait_for(watcher, 300)
+        latencies = sorted(readied[n] - created[n] for n in created)
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        print(f"{count} pods, created → Ready: p50 {statistics.median(latencies):.3f} s, "
+              f"p99 {p99:.3f} s, all Ready {max(readied.values()) - min(created.values()):.2f} s")
+
+
+def server_usage(pid: int, seconds: float = 10.0) -> str:
+    def cpu_ticks() -> int:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    ticks = cpu_ticks()
+    time.sleep(seconds)
+    used = (cpu_ticks() - ticks) / 100 / seconds * 100
+    rss = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+               if line.startswith("VmRSS")).split()[1]
+    return f"server RSS {int(rss) / 1024:.1f} MB, CPU {used:.1f} % of one core"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pods", type=int, default=50)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="kubling-bench-", dir="/var/tmp") as tmp:
+        data = Path(tmp) / "data"
+        subprocess.run([sys.executable, "-m", "kubling.cli.main", "image", "build", "busybox",
+                        "--data-dir", str(data)], check=True, capture_output=True, cwd=REPO)
+        server = KublingServer(data, agent=True, extra_args=["--cni-conf-dir", f"{tmp}/cni"])
+        server.start()
+        try:
+            deadline = time.monotonic() + 30
+            while "Ready" not in server.kubectl("get", "nodes", check=False).stdout:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the node did not become Ready")
+                time.sleep(0.2)
+            asyncio.run(measure(server, args.pods))
+            assert server.process is not None
+            print(f"with {args.pods} pods running: {server_usage(server.process.pid)}")
+        finally:
+            server.kubectl("delete", "pods", "--all", "--grace-period=1", "--timeout=120s",
+                           check=False, timeout=180)
+            server.stop()
+            subprocess.run(["ip", "link", "del", "kubling0"], check=False, capture_output=True)
+
+
+if __name__ == "__main__":
+    main()

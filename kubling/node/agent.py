@@ -1,0 +1,220 @@
+"""The node agent (kubling's kubelet) for the machine it runs on.
+
+``NodeAgent.run`` registers the Node, writes the default CNI configuration when the conf dir
+has none, watches the pods bound to this node (a field-selected informer) and runs one
+``PodWorker`` per pod uid. Before the first worker starts it reconciles what a previous run
+left: containers of pods still bound here are adopted as they are (a restart of the agent
+restarts no container), everything of pods that are gone (containers, mounts, pod dirs, CNI
+attachments and their namespaces) is removed.
+
+The agent talks to the cluster only through the API client, so the same code serves the
+server's own node and, later, ``kubling agent`` on another machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+from kubling.api.meta import Object
+from kubling.client import events, informer, rest
+from kubling.network import cni as cnilib
+from kubling.node import containers, nodestatus
+from kubling.node.backoff import Backoff
+from kubling.node.imagepull import ImageManager
+from kubling.node.images.store import ImageStore
+from kubling.node.podworker import PodWorker, WorkerContext
+from kubling.node.runtime import ContainerRuntimeError, Runtime
+from kubling.node.sandbox import SandboxManager
+
+log = logging.getLogger("kubling.node.agent")
+
+PODS = rest.lookup("v1", "pods")
+SERVICES = rest.lookup("v1", "services")
+#: How long the answer to "is there a cluster DNS service?" is reused.
+DNS_LOOKUP_TTL = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    data_dir: Path
+    node_ip: str
+    cluster_cidr: str = "10.42.0.0/16"
+    cni_conf_dir: Path = Path("/etc/cni/net.d")
+    cni_bin_dirs: tuple[Path, ...] = cnilib.DEFAULT_BIN_DIRS
+    control_plane: bool = True
+
+
+class NodeAgent:
+    """Runs until cancelled; cancelling leaves every container running."""
+
+    def __init__(self, client: rest.Client, config: AgentConfig, store: ImageStore) -> None:
+        self.client = client
+        self.config = config
+        self.store = store
+        self.runtime = Runtime(config.data_dir / "runtime")
+        self.cni = cnilib.CNI(config.cni_conf_dir, config.cni_bin_dirs,
+                              cache_dir=config.data_dir / "cni" / "cache")
+        self._workers: dict[str, PodWorker] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._ctx: WorkerContext | None = None
+        self._adopted: dict[str, list[containers.ContainerId]] = {}
+        self._dns: tuple[float, str | None] = (0.0, None)
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("the node agent stopped")
+            raise
+
+    async def _run(self) -> None:
+        facts = await asyncio.to_thread(
+            nodestatus.gather, data_dir=self.config.data_dir,
+            cluster_cidr=self.config.cluster_cidr, internal_ip=self.config.node_ip,
+            runtime_version=await _runc_version(), control_plane=self.config.control_plane)
+        reporter = nodestatus.NodeReporter(self.client, facts)
+        await reporter.register()
+        await asyncio.to_thread(cnilib.ensure_default_config, self.config.cni_conf_dir,
+                                facts.pod_cidr, data_dir=self.config.data_dir)
+        recorder = events.EventRecorder(self.client, "kubelet", facts.name)
+        self._ctx = WorkerContext(
+            pods=self.client.resource(PODS), runtime=self.runtime,
+            sandboxes=SandboxManager(data_dir=self.config.data_dir, cni=self.cni,
+                                     node_ip=self.config.node_ip),
+            images=ImageManager(store=self.store, client=self.client,
+                                data_dir=self.config.data_dir, recorder=recorder),
+            store=self.store, recorder=recorder, node_name=facts.name,
+            node_ip=self.config.node_ip, data_dir=self.config.data_dir,
+            crash_backoff=Backoff(), cluster_dns=self._cluster_dns)
+        pods = informer.Informer(self.client, PODS,
+                                 field_selector=f"spec.nodeName={facts.name}")
+        pods.start()
+        try:
+            await pods.wait_for_sync()
+            await self._reconcile_leftovers({p["metadata"]["uid"] for p in pods.indexer.list()})
+            pods.add_event_handler(on_add=self._on_pod, on_update=lambda _o, n: self._on_pod(n),
+                                   on_delete=self._on_delete)
+            log.info("node agent ready: node %s, pod CIDR %s", facts.name, facts.pod_cidr)
+            await reporter.run()
+        finally:
+            for task in self._tasks.values():
+                task.cancel()
+            for task in list(self._tasks.values()):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await pods.stop()
+            await recorder.close()
+
+    # -- pods -------------------------------------------------------------------------
+
+    def _on_pod(self, pod: Object) -> None:
+        uid = pod["metadata"]["uid"]
+        pod.setdefault("kind", "Pod")
+        pod.setdefault("apiVersion", "v1")
+        worker = self._workers.get(uid)
+        if worker is not None:
+            worker.update(pod)
+        elif uid not in self._finished:
+            self._spawn(uid, pod)
+
+    def _on_delete(self, pod: Object) -> None:
+        uid = pod["metadata"]["uid"]
+        worker = self._workers.get(uid)
+        if worker is not None:
+            worker.update(None)
+        elif uid not in self._finished and (self.config.data_dir / "pods" / uid).exists():
+            self._spawn(uid, pod).update(None)
+
+    def _spawn(self, uid: str, pod: Object) -> PodWorker:
+        assert self._ctx is not None
+        worker = PodWorker(self._ctx, uid, pod, self._adopted.pop(uid, []))
+        self._workers[uid] = worker
+        task = asyncio.create_task(worker.run(), name=f"pod-worker-{uid}")
+        self._tasks[uid] = task
+        task.add_done_callback(lambda _t: self._worker_done(uid, worker))
+        return worker
+
+    def _worker_done(self, uid: str, worker: PodWorker) -> None:
+        if self._workers.get(uid) is worker:
+            del self._workers[uid]
+            self._tasks.pop(uid, None)
+            self._finished[uid] = None
+            while len(self._finished) > 10_000:
+                self._finished.popitem(last=False)
+
+    async def _cluster_dns(self) -> str | None:
+        """The kube-dns Service's address when the cluster has one (ClusterFirst pods then
+        resolve through it); None sends them to the node's resolvers."""
+        checked, address = self._dns
+        if time.monotonic() - checked < DNS_LOOKUP_TTL:
+            return address
+        try:
+            service = await self.client.resource(SERVICES).get("kube-dns",
+                                                               namespace="kube-system")
+            ip = (service.get("spec") or {}).get("clusterIP")
+            address = ip if ip and ip != "None" else None
+        except rest.ApiError:
+            address = None
+        self._dns = (time.monotonic(), address)
+        return address
+
+    # -- what a previous run left -----------------------------------------------------
+
+    async def _reconcile_leftovers(self, bound: set[str]) -> None:
+        """Adopt the containers of pods still bound here; remove every trace of others."""
+        assert self._ctx is not None
+        try:
+            states = await self.runtime.list()
+        except ContainerRuntimeError as err:
+            log.warning("cannot list containers: %s", err)
+            states = []
+        stale: set[str] = set()
+        for state in states:
+            cid = containers.ContainerId.parse(state.id)
+            if cid is not None and cid.uid in bound:
+                self._adopted.setdefault(cid.uid, []).append(cid)
+                continue
+            with contextlib.suppress(ContainerRuntimeError):
+                await self.runtime.stop(state.id, 0)
+            await self.runtime.delete(state.id)
+            if cid is not None:
+                stale.add(cid.uid)
+        stale |= {uid for uid in self._ctx.sandboxes.known_pod_dirs() if uid not in bound}
+        stale |= {p.stem for p in _cached_attachments(self.cni.cache_dir)
+                  if p.stem not in bound}
+        for uid in sorted(stale):
+            try:
+                await self._ctx.sandboxes.remove(uid)
+                log.info("removed what was left of pod %s", uid)
+            except Exception as err:  # keep going: one stuck mount must not block the node
+                log.warning("cannot clean up pod %s: %s", uid, err)
+
+
+def _cached_attachments(cache_dir: Path) -> list[Path]:
+    try:
+        return [p for p in cache_dir.iterdir() if p.suffix == ".json"]
+    except FileNotFoundError:
+        return []
+
+
+async def _runc_version() -> str:
+    """``runc://<version>``, what containerRuntimeVersion shows."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "runc", "--version", stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL)
+        out, _ = await proc.communicate()
+    except OSError:
+        return "runc://unknown"
+    first = out.decode(errors="replace").splitlines()[:1]
+    version = first[0].split()[-1] if first and first[0].split() else "unknown"
+    return f"runc://{version}"

@@ -1,0 +1,443 @@
+"""One worker per pod: the kubelet's pod worker, as an asyncio task.
+
+The agent hands every new version of the pod to ``PodWorker.update`` (or ``None`` when the
+pod left the API); the worker keeps only the latest and, each time it wakes, brings the node
+towards it: the sandbox, then the init containers one by one to success, then every main
+container, restarting exited ones per ``restartPolicy`` with the CrashLoopBackOff delay, and
+writes the pod's status when it changed. A deletion (``deletionTimestamp``) or a pod gone
+from the API makes it stop the containers (SIGTERM, SIGKILL after the grace period), remove
+them and the sandbox, confirm the deletion with a zero-grace DELETE bound to the pod's uid,
+and end.
+
+A container's exit wakes the worker at once: a waiter task per running container sits in
+``Runtime.wait`` (it reads conmon's exit file; no runc call). Errors are the pod's, never
+the agent's: they end up in the pod's status and events, and the sync is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from kubling.api.meta import Object
+from kubling.client import events, rest
+from kubling.node import containers, podstatus
+from kubling.node.backoff import Backoff
+from kubling.node.imagepull import ContainerImage, ImageManager, ImagePullFailure
+from kubling.node.images import rootfs
+from kubling.node.images.store import ImageStore
+from kubling.node.podstatus import ContainerView
+from kubling.node.runtime import ContainerRuntimeError, ContainerState, Runtime, SpecError
+from kubling.node.sandbox import Sandbox, SandboxError, SandboxManager
+
+log = logging.getLogger("kubling.node.podworker")
+
+RESYNC_SECONDS = 10.0
+RETRY_SECONDS = 2.0
+STOPPED = "stopped"
+#: upstream's exit code for a container that could not start (StartError).
+START_ERROR_EXIT = 128
+#: Failures worth one log line, not a traceback: the API is away or said no.
+_EXPECTED = (*rest.TRANSPORT_ERRORS, rest.ApiError)
+
+
+@dataclasses.dataclass
+class WorkerContext:
+    """What every pod worker of one agent shares."""
+
+    pods: rest.Resource
+    runtime: Runtime
+    sandboxes: SandboxManager
+    images: ImageManager
+    store: ImageStore
+    recorder: events.EventRecorder
+    node_name: str
+    node_ip: str
+    data_dir: Path
+    crash_backoff: Backoff
+    #: The cluster DNS address for ClusterFirst pods, None when the cluster has none.
+    cluster_dns: Callable[[], Awaitable[str | None]] | None = None
+
+
+class PodWorker:
+    def __init__(self, ctx: WorkerContext, uid: str, pod: Object,
+                 adopted: list[containers.ContainerId]) -> None:
+        self.ctx = ctx
+        self.uid = uid
+        self.pod: Object | None = pod
+        self._last_pod: Object = pod
+        self._wake = asyncio.Event()
+        self._wake.set()
+        self._sandbox: Sandbox | None = None
+        self._views: dict[str, ContainerView] = {}
+        self._adopted = {c.name: c for c in sorted(adopted, key=lambda c: c.attempt)}
+        self._waiters: dict[str, asyncio.Task[None]] = {}
+        self._sent: Object | None = None
+        phase = (pod.get("status") or {}).get("phase")
+        #: A pod that finished stays finished: its containers are never started again.
+        self._terminal: str | None = phase if phase in ("Succeeded", "Failed") else None
+        self._resync = RESYNC_SECONDS
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def update(self, pod: Object | None) -> None:
+        """The latest desired state (``None``: the pod is gone from the API)."""
+        self.pod = pod
+        if pod is not None:
+            self._last_pod = pod
+        self._wake.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._resync)
+                self._wake.clear()
+                self._resync = RESYNC_SECONDS
+                pod = self.pod
+                try:
+                    if pod is None or pod["metadata"].get("deletionTimestamp"):
+                        await self._terminate(pod)
+                        return
+                    await self._sync(pod)
+                except (asyncio.CancelledError, GeneratorExit):
+                    raise
+                except Exception as err:  # one pod's trouble never stops the agent
+                    log.warning("pod %s: sync failed: %s", self._key(), err,
+                                exc_info=not isinstance(err, _EXPECTED))
+                    self._resync = RETRY_SECONDS
+        finally:
+            for task in self._waiters.values():
+                task.cancel()
+
+    def _key(self) -> str:
+        md = self._last_pod["metadata"]
+        return f"{md.get('namespace', '')}/{md.get('name', '')}"
+
+    def _later(self, seconds: float) -> None:
+        self._resync = max(0.05, min(self._resync, seconds))
+
+    # -- sync -------------------------------------------------------------------------
+
+    async def _sync(self, pod: Object) -> None:
+        spec = pod.get("spec") or {}
+        self._ensure_views(spec)
+        if self._sandbox is None:
+            try:
+                dns = await self.ctx.cluster_dns() if self.ctx.cluster_dns else None
+                self._sandbox = await self.ctx.sandboxes.ensure(pod, cluster_dns=dns)
+            except SandboxError as err:
+                self.ctx.recorder.record(pod, events.WARNING, "FailedCreatePodSandBox",
+                                         f"Failed to create pod sandbox: {err}")
+                self._later(RETRY_SECONDS * 5)
+                await self._write_status(pod)
+                return
+        await self._refresh()
+        if self._terminal is None:
+            init_done = await self._sync_init(pod, spec)
+            if init_done:
+                for container in spec.get("containers") or []:
+                    await self._sync_container(pod, container, spec)
+        await self._write_status(pod)
+
+    def _ensure_views(self, spec: Object) -> None:
+        for init, key in ((True, "initContainers"), (False, "containers")):
+            for container in spec.get(key) or []:
+                name = container["name"]
+                if name not in self._views:
+                    view = ContainerView(name=name, image=container.get("image", ""), init=init)
+                    adopted = self._adopted.get(name)
+                    if adopted is not None:
+                        view.container_id = str(adopted)
+                        view.restart_count = adopted.attempt
+                    self._views[name] = view
+
+    async def _refresh(self) -> None:
+        """Bring each view up to date with its runtime container."""
+        for view in self._views.values():
+            # Running containers, and adopted ones whose state is not known yet; a
+            # terminated or backing-off container does not change under us.
+            unknown = view.waiting_reason == "ContainerCreating"
+            if not view.container_id or not (view.running or unknown):
+                continue
+            try:
+                state = await self.ctx.runtime.state(view.container_id)
+            except ContainerRuntimeError:
+                if view.running:
+                    view.running_since = None
+                    view.terminated = podstatus.terminated(
+                        137, reason="Error", message="container disappeared from the runtime")
+                continue
+            self._apply_state(view, state)
+
+    def _apply_state(self, view: ContainerView, state: ContainerState) -> None:
+        if state.status == "running":
+            view.running_since = state.started_at or datetime.datetime.now(datetime.UTC)
+            view.waiting_reason, view.waiting_message, view.terminated = "", "", None
+            self._watch(view.container_id)
+            if not view.image_ref:
+                view.image_ref = self._image_ref_of(view.name)
+        elif state.status == STOPPED and state.exit_code is not None:
+            reason = "OOMKilled" if state.oom_killed else ""
+            view.running_since = None
+            view.waiting_reason, view.waiting_message = "", ""
+            view.terminated = podstatus.terminated(
+                state.exit_code, reason=reason, container_id=view.container_id,
+                started=state.started_at, finished=state.finished_at)
+            if not view.image_ref:
+                view.image_ref = self._image_ref_of(view.name)
+
+    def _image_ref_of(self, name: str) -> str:
+        """After an agent restart: the imageID from the marker the container left."""
+        marker = containers.ContainerPaths(self._pod_dir(), name).image_id_marker
+        try:
+            image = self.ctx.store.get(marker.read_text().strip())
+        except OSError:
+            return ""
+        if image is None:
+            return ""
+        return image.repo_digests[0] if image.repo_digests else image.id
+
+    def _watch(self, container_id: str) -> None:
+        if container_id in self._waiters:
+            return
+
+        async def wait() -> None:
+            with contextlib.suppress(ContainerRuntimeError, TimeoutError):
+                await self.ctx.runtime.wait(container_id)
+            self._waiters.pop(container_id, None)
+            self._wake.set()
+
+        self._waiters[container_id] = asyncio.create_task(wait(), name=f"wait-{container_id}")
+
+    async def _sync_init(self, pod: Object, spec: Object) -> bool:
+        """Run the init containers in order; True once every one succeeded."""
+        policy = spec.get("restartPolicy") or "Always"
+        for container in spec.get("initContainers") or []:
+            view = self._views[container["name"]]
+            if view.succeeded and not view.waiting_reason:
+                continue
+            if view.running:
+                return False
+            if view.terminated is not None and policy == "Never":
+                self._terminal = "Failed"
+                return False
+            await self._start_or_back_off(pod, container, view, policy="OnFailure")
+            return False
+        return True
+
+    async def _sync_container(self, pod: Object, container: Object, spec: Object) -> None:
+        view = self._views[container["name"]]
+        if view.running:
+            return
+        policy = spec.get("restartPolicy") or "Always"
+        if view.terminated is not None and not view.waiting_reason:
+            code = view.terminated.get("exitCode")
+            if policy == "Never" or (policy == "OnFailure" and code == 0):
+                return
+        await self._start_or_back_off(pod, container, view, policy=policy)
+
+    async def _start_or_back_off(self, pod: Object, container: Object, view: ContainerView,
+                                 *, policy: str) -> None:
+        """Start the container's first attempt, or its next one once the crash back-off
+        allows it (waiting CrashLoopBackOff until then)."""
+        key = f"{self.uid}/{view.name}"
+        previous = view.terminated or (view.last_terminated if view.waiting_reason ==
+                                       "CrashLoopBackOff" else None)
+        if view.terminated is not None:
+            finished = _parse(view.terminated.get("finishedAt"))
+            wait = self.ctx.crash_backoff.remaining(key, since=finished)
+            if wait > 0:
+                view.last_terminated = view.terminated
+                view.terminated = None
+                delay = int(self.ctx.crash_backoff.delay(key))
+                md = pod["metadata"]
+                view.set_waiting("CrashLoopBackOff", f"back-off {_duration(delay)} restarting "
+                                 f"failed container={view.name} pod={md['name']}_"
+                                 f"{md.get('namespace', '')}({self.uid})")
+                self.ctx.recorder.record(pod, events.WARNING, "BackOff",
+                                         "Back-off restarting failed container "
+                                         f"{view.name} in pod {md['name']}_"
+                                         f"{md.get('namespace', '')}({self.uid})")
+                self._later(wait)
+                return
+        elif view.waiting_reason == "CrashLoopBackOff":
+            wait = self.ctx.crash_backoff.remaining(key, since=_parse(
+                (view.last_terminated or {}).get("finishedAt")))
+            if wait > 0:
+                self._later(wait)
+                return
+        if previous is not None:
+            self.ctx.crash_backoff.next(key)
+            await self._remove_container(view)
+            view.last_terminated = previous
+            view.terminated = None
+            view.restart_count += 1
+        await self._start(pod, container, view)
+
+    async def _remove_container(self, view: ContainerView) -> None:
+        if not view.container_id:
+            return
+        parsed = containers.ContainerId.parse(view.container_id)
+        await self.ctx.runtime.delete(view.container_id)
+        if parsed is not None:
+            attempt_dir = containers.ContainerPaths(self._pod_dir(), view.name).attempt_dir(
+                parsed.attempt)
+            await asyncio.to_thread(rootfs.unmount_rootfs, attempt_dir)
+        view.container_id = ""
+
+    def _pod_dir(self) -> Path:
+        return self.ctx.data_dir / "pods" / self.uid
+
+    async def _start(self, pod: Object, container: Object, view: ContainerView) -> None:
+        """Image, root filesystem, runtime container, start: each failure becomes the
+        container's waiting or terminated state and an Event."""
+        assert self._sandbox is not None
+        try:
+            image = await self.ctx.images.ensure(pod, container)
+        except ImagePullFailure as err:
+            view.set_waiting(err.reason, str(err))
+            remaining = self.ctx.images.backoff.remaining(
+                f"{self.uid}/{view.name}/{container.get('image')}")
+            self._later(remaining or RETRY_SECONDS * 5)
+            return
+        view.image_ref = image.image_ref
+        cid = containers.ContainerId(self.uid, view.name, view.restart_count)
+        paths = containers.ContainerPaths(self._sandbox.directory, view.name)
+        try:
+            root = await asyncio.to_thread(self._prepare_rootfs, image, paths, cid.attempt)
+            config = containers.container_config(
+                pod=pod, container=container, image=image.config, sandbox=self._sandbox,
+                container_id=cid, rootfs=root, node_name=self.ctx.node_name,
+                host_ip=self.ctx.node_ip)
+        except (containers.ContainerSpecError, rootfs.RootfsError, OSError) as err:
+            await asyncio.to_thread(rootfs.unmount_rootfs, paths.attempt_dir(cid.attempt))
+            view.set_waiting("CreateContainerConfigError", str(err))
+            self.ctx.recorder.record(pod, events.WARNING, "Failed", f"Error: {err}")
+            self._later(RETRY_SECONDS * 5)
+            return
+        try:
+            await self.ctx.runtime.create(config, log_path=paths.log_path(cid.attempt))
+            view.container_id = str(cid)
+            self.ctx.recorder.record(pod, events.NORMAL, "Created",
+                                     f"Created container {view.name}")
+            await self.ctx.runtime.start(str(cid))
+        except (ContainerRuntimeError, SpecError) as err:
+            message = _start_error_message(err)
+            await self.ctx.runtime.delete(str(cid))
+            await asyncio.to_thread(rootfs.unmount_rootfs, paths.attempt_dir(cid.attempt))
+            view.container_id = ""
+            view.running_since = None
+            view.waiting_reason, view.waiting_message = "", ""
+            view.terminated = podstatus.terminated(START_ERROR_EXIT, reason="StartError",
+                                                   message=message)
+            self.ctx.recorder.record(pod, events.WARNING, "Failed", f"Error: {message}")
+            self._later(0.1)
+            return
+        self.ctx.recorder.record(pod, events.NORMAL, "Started", f"Started container {view.name}")
+        state = await self.ctx.runtime.state(str(cid))
+        self._apply_state(view, state)
+        if not view.running:  # it has already exited: the next step must not wait
+            self._later(0)
+
+    def _prepare_rootfs(self, image: ContainerImage, paths: containers.ContainerPaths,
+                        attempt: int) -> Path:
+        """The image-id marker (which keeps the image from being pruned), then the overlay;
+        runs in a thread (layers may need unpacking)."""
+        paths.directory.mkdir(parents=True, exist_ok=True)
+        paths.image_id_marker.write_text(image.image.id + "\n")
+        self.ctx.store.mark_used(image.image.id)
+        layers = self.ctx.store.layer_dirs(image.image)
+        return rootfs.mount_rootfs(layers, paths.attempt_dir(attempt))
+
+    # -- status -----------------------------------------------------------------------
+
+    async def _write_status(self, pod: Object) -> None:
+        spec = pod.get("spec") or {}
+        init = [self._views[c["name"]] for c in spec.get("initContainers") or []
+                if c["name"] in self._views]
+        main = [self._views[c["name"]] for c in spec.get("containers") or []
+                if c["name"] in self._views]
+        status = podstatus.pod_status(
+            pod, sandbox_ready=self._sandbox is not None,
+            pod_ips=self._sandbox.pod_ips if self._sandbox else (), host_ip=self.ctx.node_ip,
+            init=init, main=main, terminal_phase=self._terminal)
+        if status["phase"] in ("Succeeded", "Failed"):
+            self._terminal = status["phase"]
+        if status == self._sent:
+            return
+        md = pod["metadata"]
+        await self.ctx.pods.patch(md["name"], {"status": status},
+                                  namespace=md.get("namespace", ""), subresource="status")
+        self._sent = status
+
+    # -- termination ------------------------------------------------------------------
+
+    async def _terminate(self, pod: Object | None) -> None:
+        """Stop and remove everything of the pod, then confirm its deletion."""
+        md = (pod or self._last_pod)["metadata"]
+        grace = float(md.get("deletionGracePeriodSeconds") or 0) if pod else 0.0
+        if pod is not None and grace == 0 and md.get("deletionGracePeriodSeconds") is None:
+            grace = float((pod.get("spec") or {}).get("terminationGracePeriodSeconds") or 30)
+        for task in self._waiters.values():
+            task.cancel()
+        self._waiters.clear()
+        ids = await self._container_ids()
+        await asyncio.gather(*(self._stop(pod, cid, grace) for cid in ids))
+        for cid in ids:
+            await self.ctx.runtime.delete(cid)
+        await self.ctx.sandboxes.remove(self.uid)
+        self.ctx.crash_backoff.forget_prefix(f"{self.uid}/")
+        self.ctx.images.backoff.forget_prefix(f"{self.uid}/")
+        if pod is not None:
+            with contextlib.suppress(rest.ApiError):
+                await self.ctx.pods.delete(md["name"], namespace=md.get("namespace", ""),
+                                           grace_period_seconds=0,
+                                           preconditions={"uid": self.uid})
+
+    async def _container_ids(self) -> list[str]:
+        """Every runtime container of this pod, including ones this worker never saw."""
+        states = await self.ctx.runtime.list()
+        return [s.id for s in states if s.id.startswith(self.uid + "_")]
+
+    async def _stop(self, pod: Object | None, container_id: str, grace: float) -> None:
+        parsed = containers.ContainerId.parse(container_id)
+        if pod is not None and parsed is not None:
+            view = self._views.get(parsed.name)
+            if view is not None and view.running:
+                self.ctx.recorder.record(pod, events.NORMAL, "Killing",
+                                         f"Stopping container {parsed.name}")
+        try:
+            await self.ctx.runtime.stop(container_id, grace, sig=signal.SIGTERM)
+        except (ContainerRuntimeError, TimeoutError) as err:
+            log.info("pod %s: stopping %s: %s", self._key(), container_id, err)
+
+
+def _parse(value: object) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _duration(seconds: int) -> str:
+    """Go's time.Duration text for whole seconds: 10s, 1m20s, 5m0s."""
+    minutes, rest_ = divmod(seconds, 60)
+    return f"{minutes}m{rest_}s" if minutes else f"{rest_}s"
+
+
+def _start_error_message(err: Exception) -> str:
+    """runc's own words, as upstream shows them: the part after the runtime's prefixes."""
+    text = str(err)
+    marker = "runc create failed: "
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    return text

@@ -1,0 +1,235 @@
+"""A pod's sandbox: what its containers share, made before the first of them and removed
+after the last.
+
+kubling has no pause container: the sandbox is a named network namespace
+(``kubling-<first 12 of the pod uid>``) attached to the pod network by CNI, plus the pod's
+directory ``<data-dir>/pods/<uid>/`` holding the files every container bind-mounts
+(``etc-hosts``, ``hostname``, ``resolv.conf``), the emptyDir volumes, the containers' root
+filesystems and their logs. A ``hostNetwork`` pod has no namespace and no CNI attachment:
+it uses the node's address.
+
+Both halves outlive the agent: a restarted agent finds the namespace by name and the pod's
+addresses in the CNI cache (``CNI.cached_result``), so adopting a running pod changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from pathlib import Path
+
+from kubling.api.meta import Object
+from kubling.network import cni as cnilib
+from kubling.network import netns
+from kubling.node.images import rootfs
+from kubling.node.runtime import cgroups
+
+log = logging.getLogger("kubling.node.sandbox")
+
+CLUSTER_DOMAIN = "cluster.local"
+HOST_RESOLV_CONF = Path("/etc/resolv.conf")
+
+
+class SandboxError(Exception):
+    """The sandbox could not be made; the message is what FailedCreatePodSandBox says."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Sandbox:
+    """A ready sandbox: where its files are, which namespace to join, its addresses."""
+
+    uid: str
+    directory: Path
+    netns_path: Path | None  # None: hostNetwork
+    pod_ips: tuple[str, ...]
+
+    @property
+    def pod_ip(self) -> str:
+        return self.pod_ips[0] if self.pod_ips else ""
+
+
+def netns_name(uid: str) -> str:
+    return f"{netns.PREFIX}{uid[:12]}"
+
+
+def pod_dir(data_dir: Path, uid: str) -> Path:
+    return data_dir / "pods" / uid
+
+
+def cgroup_parent(uid: str) -> str:
+    """The pod's cgroup, parent of its containers' (cgroupfs style, below /kubling)."""
+    return f"/kubling/pod{uid}"
+
+
+class SandboxManager:
+    """Makes and removes sandboxes. One instance per agent; the CNI object serialises the
+    operations on one pod, and a pod worker never runs two operations on its pod at once."""
+
+    def __init__(self, *, data_dir: Path, cni: cnilib.CNI, node_ip: str) -> None:
+        self.data_dir = data_dir
+        self.cni = cni
+        self.node_ip = node_ip
+
+    async def ensure(self, pod: Object, *, cluster_dns: str | None) -> Sandbox:
+        """The pod's sandbox, made now or found again (agent restart). Raises SandboxError;
+        a failed attempt leaves nothing behind."""
+        md, spec = pod["metadata"], pod.get("spec") or {}
+        uid = md["uid"]
+        directory = pod_dir(self.data_dir, uid)
+        if spec.get("hostNetwork"):
+            ips: tuple[str, ...] = (self.node_ip,)
+            target: Path | None = None
+        else:
+            target, ips = await self._network(pod)
+        try:
+            await asyncio.to_thread(_write_files, directory, pod, ips[0] if ips else "",
+                                    cluster_dns)
+        except OSError as err:
+            raise SandboxError(f"cannot write the pod's files in {directory}: {err}") from err
+        return Sandbox(uid, directory, target, ips)
+
+    async def _network(self, pod: Object) -> tuple[Path, tuple[str, ...]]:
+        md = pod["metadata"]
+        uid, name = md["uid"], netns_name(md["uid"])
+        cached = await self.cni.cached_result(uid)
+        if cached is not None and netns.exists(name):
+            return netns.path(name), tuple(cached.pod_ips)
+        if cached is not None:  # namespace lost (reboot): release the old attachment first
+            with contextlib.suppress(cnilib.CNIError):
+                await self.cni.delete(uid)
+        if netns.exists(name):
+            netns.delete(name)
+        try:
+            target = await asyncio.to_thread(netns.create, name)
+        except OSError as err:
+            raise SandboxError(f"cannot create network namespace {name}: {err}") from err
+        try:
+            result = await self.cni.add(uid, target, pod_namespace=md.get("namespace", ""),
+                                        pod_name=md["name"], pod_uid=uid)
+        except (cnilib.CNIError, OSError) as err:
+            netns.delete(name)
+            raise SandboxError(f"failed to set up sandbox network: {err}") from err
+        if not result.pod_ips:
+            await self.cni.delete(uid, target)
+            netns.delete(name)
+            raise SandboxError("the network plugin gave the pod no address")
+        return target, tuple(result.pod_ips)
+
+    async def remove(self, uid: str) -> None:
+        """Undo everything `ensure` and the containers left: CNI DEL, the namespace, every
+        mount below the pod dir, the pod dir, the pod cgroup. Idempotent; containers must be
+        deleted first."""
+        name = netns_name(uid)
+        target = netns.path(name)
+        try:
+            await self.cni.delete(uid, target if netns.exists(name) else None)
+        except (cnilib.CNIError, OSError) as err:
+            log.warning("pod %s: CNI DEL failed: %s", uid, err)
+        netns.delete(name)
+        directory = pod_dir(self.data_dir, uid)
+        if directory.exists():
+            await asyncio.to_thread(rootfs.unmount_rootfs, directory)
+        with contextlib.suppress(OSError):
+            cgroups.remove_cgroup(cgroup_parent(uid))
+
+    def known_pod_dirs(self) -> list[str]:
+        """UIDs that have a pod directory here (for garbage collection after a restart)."""
+        try:
+            return [p.name for p in (self.data_dir / "pods").iterdir() if p.is_dir()]
+        except FileNotFoundError:
+            return []
+
+
+def _write_files(directory: Path, pod: Object, pod_ip: str, cluster_dns: str | None) -> None:
+    md, spec = pod["metadata"], pod.get("spec") or {}
+    directory.mkdir(parents=True, exist_ok=True)
+    hostname = hostname_of(pod)
+    (directory / "hostname").write_text(hostname + "\n")
+    (directory / "etc-hosts").write_text(etc_hosts(pod, pod_ip))
+    (directory / "resolv.conf").write_text(
+        resolv_conf(spec, md.get("namespace") or "default", cluster_dns))
+
+
+def hostname_of(pod: Object) -> str:
+    """spec.hostname, else the pod's name (cut to 63 characters, as the kubelet does)."""
+    spec = pod.get("spec") or {}
+    return str(spec.get("hostname") or pod["metadata"]["name"])[:63]
+
+
+def etc_hosts(pod: Object, pod_ip: str) -> str:
+    """The kubelet's managed /etc/hosts: localhost lines, the pod's own name, hostAliases."""
+    spec = pod.get("spec") or {}
+    lines = ["# Kubernetes-managed hosts file.", "127.0.0.1\tlocalhost",
+             "::1\tlocalhost ip6-localhost ip6-loopback", "fe00::0\tip6-localnet",
+             "fe00::0\tip6-mcastprefix", "fe00::1\tip6-allnodes", "fe00::2\tip6-allrouters"]
+    if spec.get("hostNetwork"):
+        with contextlib.suppress(OSError):
+            return Path("/etc/hosts").read_text()
+    if pod_ip:
+        name = hostname_of(pod)
+        subdomain = spec.get("subdomain")
+        if subdomain:
+            namespace = pod["metadata"].get("namespace") or "default"
+            fqdn = f"{name}.{subdomain}.{namespace}.svc.{CLUSTER_DOMAIN}"
+            lines.append(f"{pod_ip}\t{fqdn}\t{name}")
+        else:
+            lines.append(f"{pod_ip}\t{name}")
+    for alias in spec.get("hostAliases") or []:
+        names = "\t".join(alias.get("hostnames") or [])
+        if alias.get("ip") and names:
+            lines.append(f"# Entries added by HostAliases.\n{alias['ip']}\t{names}")
+    return "\n".join(lines) + "\n"
+
+
+def resolv_conf(spec: Object, namespace: str, cluster_dns: str | None) -> str:
+    """ClusterFirst (the default) points at the cluster DNS service when there is one;
+    Default, hostNetwork pods and clusters without DNS get the node's own resolv.conf;
+    None uses only spec.dnsConfig."""
+    policy = spec.get("dnsPolicy") or "ClusterFirst"
+    host_network = bool(spec.get("hostNetwork"))
+    cluster_first = policy == "ClusterFirstWithHostNet" or (
+        policy == "ClusterFirst" and not host_network)
+    nameservers: list[str]
+    searches: list[str]
+    options: list[str]
+    if policy == "None":
+        nameservers, searches, options = [], [], []
+    elif cluster_first and cluster_dns:
+        nameservers = [cluster_dns]
+        searches = [f"{namespace}.svc.{CLUSTER_DOMAIN}", f"svc.{CLUSTER_DOMAIN}", CLUSTER_DOMAIN]
+        options = ["ndots:5"]
+    else:
+        nameservers, searches, options = _host_resolv()
+    config = spec.get("dnsConfig") or {}
+    nameservers += [n for n in config.get("nameservers") or [] if n not in nameservers]
+    searches += [s for s in config.get("searches") or [] if s not in searches]
+    for option in config.get("options") or []:
+        text = option.get("name", "") + (f":{option['value']}" if option.get("value") else "")
+        options = [o for o in options if o.split(":")[0] != option.get("name")] + [text]
+    lines = [f"nameserver {n}" for n in nameservers[:3]]
+    if searches:
+        lines.append("search " + " ".join(searches[:32]))
+    if options:
+        lines.append("options " + " ".join(options))
+    return "\n".join(lines) + "\n"
+
+
+def _host_resolv() -> tuple[list[str], list[str], list[str]]:
+    nameservers: list[str] = []
+    searches: list[str] = []
+    options: list[str] = []
+    with contextlib.suppress(OSError):
+        for line in HOST_RESOLV_CONF.read_text().splitlines():
+            fields = line.split()
+            if not fields or fields[0].startswith(("#", ";")):
+                continue
+            if fields[0] == "nameserver" and len(fields) > 1:
+                nameservers.append(fields[1])
+            elif fields[0] in ("search", "domain"):
+                searches = fields[1:]
+            elif fields[0] == "options":
+                options += fields[1:]
+    return nameservers, searches, options
+

@@ -27,6 +27,7 @@ from kubling.network import cni as cnilib
 from kubling.node import containers, nodestatus
 from kubling.node.backoff import Backoff
 from kubling.node.imagepull import ImageManager
+from kubling.node.images.service import images_in_use
 from kubling.node.images.store import ImageStore
 from kubling.node.podworker import PodWorker, WorkerContext
 from kubling.node.runtime import ContainerRuntimeError, Runtime
@@ -38,6 +39,8 @@ PODS = rest.lookup("v1", "pods")
 SERVICES = rest.lookup("v1", "services")
 #: How long the answer to "is there a cluster DNS service?" is reused.
 DNS_LOOKUP_TTL = 30.0
+#: The kubelet's ImageGCPeriod.
+IMAGE_GC_PERIOD_SECONDS = 300.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +84,7 @@ class NodeAgent:
             nodestatus.gather, data_dir=self.config.data_dir,
             cluster_cidr=self.config.cluster_cidr, internal_ip=self.config.node_ip,
             runtime_version=await _runc_version(), control_plane=self.config.control_plane)
-        reporter = nodestatus.NodeReporter(self.client, facts)
+        reporter = nodestatus.NodeReporter(self.client, facts, self.store)
         await reporter.register()
         await asyncio.to_thread(cnilib.ensure_default_config, self.config.cni_conf_dir,
                                 facts.pod_cidr, data_dir=self.config.data_dir)
@@ -91,7 +94,8 @@ class NodeAgent:
             sandboxes=SandboxManager(data_dir=self.config.data_dir, cni=self.cni,
                                      node_ip=self.config.node_ip),
             images=ImageManager(store=self.store, client=self.client,
-                                data_dir=self.config.data_dir, recorder=recorder),
+                                data_dir=self.config.data_dir, recorder=recorder,
+                                on_pulled=reporter.poke),
             store=self.store, recorder=recorder, node_name=facts.name,
             node_ip=self.config.node_ip, data_dir=self.config.data_dir,
             crash_backoff=Backoff(), cluster_dns=self._cluster_dns)
@@ -104,7 +108,11 @@ class NodeAgent:
             pods.add_event_handler(on_add=self._on_pod, on_update=lambda _o, n: self._on_pod(n),
                                    on_delete=self._on_delete)
             log.info("node agent ready: node %s, pod CIDR %s", facts.name, facts.pod_cidr)
-            await reporter.run()
+            gc = asyncio.create_task(self._image_gc(reporter), name="image-gc")
+            try:
+                await reporter.run()
+            finally:
+                gc.cancel()
         finally:
             for task in self._tasks.values():
                 task.cancel()
@@ -113,6 +121,23 @@ class NodeAgent:
                     await task
             await pods.stop()
             await recorder.close()
+
+    async def _image_gc(self, reporter: nodestatus.NodeReporter) -> None:
+        """The kubelet's image garbage collection, every five minutes: above the high
+        disk threshold, unused images go, least recently used first."""
+        while True:
+            await asyncio.sleep(IMAGE_GC_PERIOD_SECONDS)
+            try:
+                removed = await asyncio.to_thread(
+                    self.store.garbage_collect, images_in_use(self.config.data_dir))
+            except OSError as err:
+                log.warning("image garbage collection failed: %s", err)
+                continue
+            for image in removed:
+                log.info("image garbage collection removed %s (%d bytes)",
+                         ", ".join(image.names) or image.id, image.size)
+            if removed:
+                reporter.poke()
 
     # -- pods -------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import asyncio
 import base64
 import dataclasses
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from kubling.api.meta import Object
@@ -48,8 +49,10 @@ class ContainerImage:
 
 class ImageManager:
     def __init__(self, *, store: ImageStore, client: rest.Client, data_dir: Path,
-                 recorder: events.EventRecorder) -> None:
+                 recorder: events.EventRecorder,
+                 on_pulled: Callable[[], None] | None = None) -> None:
         self.store = store
+        self.on_pulled = on_pulled
         self.secrets = client.resource(SECRETS)
         self.registries_path = data_dir / "registries.yaml"
         self.recorder = recorder
@@ -97,6 +100,8 @@ class ImageManager:
             self.recorder.record(pod, events.WARNING, "Failed", f"Error: {reason}")
             raise ImagePullFailure(reason, str(err)) from None
         self.backoff.forget(key)
+        if self.on_pulled is not None:
+            self.on_pulled()
         self.recorder.record(
             pod, events.NORMAL, "Pulled",
             f'Successfully pulled image "{text}" in {result.seconds:.3f}s '

@@ -25,6 +25,7 @@ import kubling
 from kubling.api import meta
 from kubling.api.meta import Object
 from kubling.client import rest
+from kubling.node.images.store import Image, ImageStore
 
 log = logging.getLogger("kubling.node.status")
 
@@ -33,6 +34,8 @@ LEASE_DURATION_SECONDS = 40
 STATUS_REPORT_SECONDS = 60.0
 KUBELET_PORT = 10250
 MAX_PODS = 110
+#: The kubelet's nodeStatusMaxImages: the largest images are listed, up to this many.
+MAX_STATUS_IMAGES = 50
 
 NODES = rest.lookup("v1", "nodes")
 LEASES = rest.lookup("coordination.k8s.io/v1", "leases")
@@ -104,13 +107,22 @@ def node_object(facts: NodeFacts) -> Object:
     }
 
 
-def node_status(facts: NodeFacts) -> Object:
+def status_images(images: list[Image]) -> list[Object]:
+    """``status.images`` as the kubelet reports it: the largest images first, each with
+    its repo digests then its tags, and the size in bytes."""
+    listed = sorted(images, key=lambda i: i.size, reverse=True)[:MAX_STATUS_IMAGES]
+    return [{"names": [*i.repo_digests, *i.names], "sizeBytes": i.size}
+            for i in listed if i.repo_digests or i.names]
+
+
+def node_status(facts: NodeFacts, images: list[Image] | None = None) -> Object:
     capacity = {"cpu": str(facts.cpu), "memory": f"{facts.memory_kib}Ki",
                 "ephemeral-storage": f"{facts.ephemeral_storage // 1024}Ki",
                 "pods": str(MAX_PODS)}
     version = f"v{kubling.KUBERNETES_VERSION}"
     return {
         "capacity": capacity, "allocatable": dict(capacity),
+        "images": status_images(images or []),
         "conditions": conditions(),
         "addresses": [{"type": "InternalIP", "address": facts.internal_ip},
                       {"type": "Hostname", "address": facts.name}],
@@ -139,10 +151,19 @@ def conditions() -> list[Object]:
 class NodeReporter:
     """Registers the Node, then renews its Lease and reports its status until cancelled."""
 
-    def __init__(self, client: rest.Client, facts: NodeFacts) -> None:
+    def __init__(self, client: rest.Client, facts: NodeFacts, store: ImageStore) -> None:
         self.facts = facts
+        self.store = store
         self.nodes = client.resource(NODES)
         self.leases = client.resource(LEASES)
+        self._changed = asyncio.Event()
+
+    def poke(self) -> None:
+        """Report status soon (an image was pulled): not only once a minute."""
+        self._changed.set()
+
+    async def _status(self) -> Object:
+        return node_status(self.facts, await asyncio.to_thread(self.store.images))
 
     async def register(self) -> Object:
         """Create the Node (or take over the one a previous start made) with fresh status."""
@@ -157,7 +178,7 @@ class NodeReporter:
             created["spec"].setdefault("podCIDRs", [self.facts.pod_cidr])
             created["metadata"].setdefault("labels", {}).update(node["metadata"]["labels"])
             created = await self.nodes.update(created)
-        created["status"] = node["status"]
+        created["status"] = await self._status()
         updated: Object = await self.nodes.update_status(created)
         await self._renew_lease()
         return updated
@@ -166,11 +187,16 @@ class NodeReporter:
         """Heartbeat forever: a transient API failure is retried at the next tick."""
         loop = asyncio.get_running_loop()
         last_report = loop.time()
+        last_lease = loop.time()
         while True:
-            await asyncio.sleep(LEASE_RENEW_SECONDS)
-            with contextlib.suppress(*_API_FAILURES):
-                await self._renew_lease()
-            if loop.time() - last_report >= STATUS_REPORT_SECONDS:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), LEASE_RENEW_SECONDS)
+            if loop.time() - last_lease >= LEASE_RENEW_SECONDS:
+                with contextlib.suppress(*_API_FAILURES):
+                    await self._renew_lease()
+                last_lease = loop.time()
+            if self._changed.is_set() or loop.time() - last_report >= STATUS_REPORT_SECONDS:
+                self._changed.clear()
                 try:
                     await self._report_status()
                     last_report = loop.time()
@@ -178,7 +204,7 @@ class NodeReporter:
                     log.warning("node status update failed: %s", err)
 
     async def _report_status(self) -> None:
-        status = node_status(self.facts)
+        status = await self._status()
         await self.nodes.patch(self.facts.name, {"status": status}, subresource="status",
                                type="strategic")
 

@@ -238,6 +238,52 @@ def test_image_pull_failures_are_reported(server: KublingServer) -> None:
     server.kubectl("delete", "pod", "pull-latest", "never-pull", "--grace-period=1")
 
 
+def test_an_invalid_image_name_is_reported(server: KublingServer) -> None:
+    create_pod(server, "bad-name", "true", image="busybox:-bad", pull="IfNotPresent")
+    wait_for(lambda: main_status(server, "bad-name").get("state", {}).get("waiting", {})
+             .get("reason") == "InvalidImageName", 20, "InvalidImageName")
+    message = main_status(server, "bad-name")["state"]["waiting"]["message"]
+    assert 'couldn\'t parse image name "busybox:-bad"' in message
+    server.kubectl("delete", "pod", "bad-name", "--grace-period=1")
+
+
+def events_for(srv: KublingServer, name: str) -> list[dict[str, Any]]:
+    out = srv.kubectl("get", "events", "--field-selector", f"involvedObject.name={name}",
+                      "-o", "json").stdout
+    return list(json.loads(out)["items"])
+
+
+def test_a_pod_pulls_from_the_embedded_registry(server: KublingServer, tmp_path: Path) -> None:
+    """Pushed with skopeo to the server's registry, pulled by the agent for a pod under
+    another name of that registry: the upstream events, and the image in node status."""
+    layout = tmp_path / "layout"
+    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                    "from kubling.node.images import build; "
+                    "build.build_image('busybox', Path(sys.argv[1]))", str(layout)],
+                   check=True, cwd=REPO)
+    port = server.registry_port
+    push = subprocess.run(["skopeo", "copy", "--dest-tls-verify=false",
+                           f"oci:{layout}:docker.io/library/busybox:latest",
+                           f"docker://127.0.0.1:{port}/team/tool:v1"],
+                          capture_output=True, text=True, check=False, timeout=120)
+    assert push.returncode == 0, push.stderr
+    image = f"127.0.0.1:{port}/team/tool:v1"
+    create_pod(server, "pulled", "echo pulled; sleep 3600", image=image, pull="Always")
+    wait_running(server, "pulled")
+    reasons = {e["reason"]: e["message"] for e in events_for(server, "pulled")}
+    assert reasons["Pulling"] == f'Pulling image "{image}"'
+    assert reasons["Pulled"].startswith(f'Successfully pulled image "{image}" in ')
+    assert "Image size: " in reasons["Pulled"] and reasons["Pulled"].endswith(" bytes.")
+    assert main_status(server, "pulled")["imageID"].startswith(f"127.0.0.1:{port}/team/tool@sha256:")
+
+    def listed() -> bool:
+        node = json.loads(server.kubectl("get", "nodes", "-o", "json").stdout)["items"][0]
+        names = [n for entry in node["status"].get("images", []) for n in entry["names"]]
+        return f"127.0.0.1:{port}/team/tool:v1" in names
+    wait_for(listed, 20, "the pulled image in node.status.images")
+    server.kubectl("delete", "pod", "pulled", "--grace-period=1")
+
+
 def test_a_missing_executable_is_a_start_error(server: KublingServer) -> None:
     manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "badcmd"},
                 "spec": {"restartPolicy": "Never", "containers": [

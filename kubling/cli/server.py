@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import ipaddress
 import logging
@@ -16,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -27,6 +29,9 @@ from kubling.cli import hostinfo, logs, options
 from kubling.client import config as client_config
 from kubling.client import rest
 from kubling.controllers import manager
+from kubling.network.dns import kubedns
+from kubling.network.dns.server import ClusterDNS
+from kubling.network.proxy import ServiceProxy
 from kubling.node import agent as node_agent
 from kubling.node import simulated as simulated_nodes
 from kubling.node.images import service as node_images
@@ -87,6 +92,14 @@ def build_parser(prog: str = "kubling server") -> argparse.ArgumentParser:
                         "there when it is empty (default %(default)s)")
     parser.add_argument("--cni-bin-dir", default="/usr/lib/cni:/opt/cni/bin",
                         help="colon-separated directories of CNI plugins (default %(default)s)")
+    parser.add_argument("--cluster-dns", default="10.43.0.10", type=_ip,
+                        help="address of the cluster DNS Service kube-system/kube-dns, in "
+                        "--service-cidr (default %(default)s)")
+    parser.add_argument("--disable-cluster-dns", action="store_true",
+                        help="do not serve the cluster DNS (pods then use the node's "
+                        "resolvers)")
+    parser.add_argument("--disable-kube-proxy", action="store_true",
+                        help="do not program Services into nftables on this node")
     parser.add_argument("--registry-port", type=int, default=5000,
                         help="port of the embedded image registry (default %(default)s)")
     parser.add_argument("--disable-registry", action="store_true",
@@ -106,6 +119,23 @@ def _cidr(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"not a network in CIDR form: {text!r} (e.g. 10.43.0.0/16)") from None
     return text
+
+
+def _ip(text: str) -> str:
+    """An IP address (argparse type: a bad one is a usage error)."""
+    if not _is_ip(text):
+        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}")
+    return text
+
+
+@dataclasses.dataclass(frozen=True)
+class ServicesConfig:
+    """What makes Services route on this node: the proxy and the cluster DNS."""
+
+    proxy: bool
+    dns: bool
+    cluster_dns: str
+    cluster_cidr: str
 
 
 def register(sub: Any) -> None:
@@ -159,11 +189,18 @@ def main(argv: Sequence[str]) -> int:
                   "(or --disable-registry)", file=sys.stderr)
             return 1
     agent = _agent_config(args, config, addresses)
+    if ipaddress.ip_address(args.cluster_dns) not in ipaddress.ip_network(args.service_cidr,
+                                                                          strict=False):
+        parser.error(f"--cluster-dns: {args.cluster_dns} is not in --service-cidr "
+                     f"{args.service_cidr}")
+    services = ServicesConfig(proxy=not args.disable_kube_proxy,
+                              dns=not args.disable_cluster_dns,
+                              cluster_dns=args.cluster_dns, cluster_cidr=args.cluster_cidr)
     try:
         return _run(config, write_kubeconfig=args.write_kubeconfig, mode=mode,
                     controllers=controllers, simulated=simulated,
                     scheduler=not args.disable_scheduler, registry_port=registry_port,
-                    agent=agent)
+                    agent=agent, services=services)
     except KeyboardInterrupt:
         return 0
 
@@ -200,9 +237,10 @@ def _print_phase(name: str, seconds: float) -> None:
 
 def _run(config: server.ServerConfig, *, write_kubeconfig: str, mode: int,
          controllers: list[str], simulated: simulated_nodes.SimulatedNodeConfig,
-         scheduler: bool, registry_port: int, agent: node_agent.AgentConfig | None) -> int:
+         scheduler: bool, registry_port: int, agent: node_agent.AgentConfig | None,
+         services: ServicesConfig) -> int:
     serve = _serve(config, write_kubeconfig, mode, controllers, simulated, scheduler,
-                   registry_port, agent)
+                   registry_port, agent, services)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is optional
@@ -213,7 +251,7 @@ def _run(config: server.ServerConfig, *, write_kubeconfig: str, mode: int,
 async def _serve(config: server.ServerConfig, write_kubeconfig: str, mode: int,
                  controllers: list[str], simulated: simulated_nodes.SimulatedNodeConfig,
                  scheduler: bool, registry_port: int,
-                 agent: node_agent.AgentConfig | None) -> int:
+                 agent: node_agent.AgentConfig | None, services: ServicesConfig) -> int:
     api = server.APIServer(config, on_phase=_print_phase)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -247,6 +285,12 @@ async def _serve(config: server.ServerConfig, write_kubeconfig: str, mode: int,
         return 1
     components = _start_components(config, controllers, simulated, scheduler)
     if agent is not None:
+        if services.proxy:
+            components.start("service-proxy", _run_service_proxy(
+                components.client("kube-proxy"), agent))
+        if services.dns:
+            # Before the agent: its first pods already get the cluster DNS in resolv.conf.
+            await _start_cluster_dns(components, services, agent)
         kubelet = node_agent.NodeAgent(components.client("kubelet"), agent, images.store)
         components.start("node-agent", kubelet.run())
     elapsed = hostinfo.process_age()
@@ -258,6 +302,65 @@ async def _serve(config: server.ServerConfig, write_kubeconfig: str, mode: int,
     await images.stop()
     await api.stop()
     return 0
+
+
+async def _run_service_proxy(client: rest.Client, agent: node_agent.AgentConfig) -> None:
+    """kube-proxy's job on this node until cancelled; the nftables table stays in place
+    when the server stops, so Services keep routing across a restart."""
+    _enable_forwarding()
+    proxy = ServiceProxy(client, node_name=socket.gethostname().lower(),
+                         node_ips=[agent.node_ip], cluster_cidr=agent.cluster_cidr)
+    await proxy.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await proxy.stop()
+
+
+#: What kube-proxy needs from the kernel: routing between pods and the node, and bridged
+#: pod traffic seen by netfilter (else a reply from a pod on the same bridge skips the
+#: service's reverse NAT).
+_SYSCTLS = {"net/ipv4/ip_forward": "1", "net/bridge/bridge-nf-call-iptables": "1"}
+
+
+def _enable_forwarding() -> None:
+    if not Path("/proc/sys/net/bridge").exists():
+        subprocess.run(["modprobe", "br_netfilter"], capture_output=True, check=False)
+    for key, value in _SYSCTLS.items():
+        path = Path("/proc/sys") / key
+        try:
+            if path.read_text().strip() != value:
+                path.write_text(value)
+        except OSError as err:
+            log.warning("cannot set %s=%s (%s): Services may not route", key, value, err)
+
+
+async def _start_cluster_dns(components: _Components, services: ServicesConfig,
+                             agent: node_agent.AgentConfig) -> None:
+    """Serve the cluster DNS on the node address, port 53, behind the kube-dns Service at
+    --cluster-dns; a port already taken leaves pods on the node's resolvers, with a
+    warning that says so."""
+    dns = ClusterDNS(components.client("coredns"), listen=[(agent.node_ip, 53)])
+    try:
+        await dns.start()
+    except OSError as err:
+        log.warning("cluster DNS disabled: cannot listen on %s:53 (%s) — free the port or "
+                    "pass --disable-cluster-dns", agent.node_ip, err.strerror or err)
+        return
+
+    async def serve() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await dns.stop()
+
+    components.start("cluster-dns", serve())
+    try:
+        await kubedns.ensure_kube_dns(components.client("coredns"),
+                                      cluster_ip=services.cluster_dns, address=agent.node_ip,
+                                      node_name=socket.gethostname().lower())
+    except rest.ApiError as err:
+        log.warning("cluster DNS: cannot create the kube-dns Service: %s", err)
 
 
 class _Components:

@@ -38,3 +38,16 @@ def test_usage_errors_exit_2_with_a_message(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "unsupported storage endpoint 'etcd://x'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cluster_dns_must_be_an_address_in_the_service_cidr(tmp_path: Path) -> None:
+    result = kubling("server", "--data-dir", str(tmp_path), "--cluster-dns", "nope")
+    assert result.returncode == 2 and "--cluster-dns: not an IP address: 'nope'" in result.stderr
+    result = kubling("server", "--data-dir", str(tmp_path), "--disable-registry",
+                     "--cluster-dns", "10.99.0.10")
+    assert result.returncode == 2
+    assert "--cluster-dns: 10.99.0.10 is not in --service-cidr 10.43.0.0/16" in result.stderr
+    help_text = kubling("server", "--help").stdout
+    for flag in ("--cluster-dns", "--disable-cluster-dns", "--disable-kube-proxy",
+                 "--disable-agent", "--registry-port", "--service-node-port-range"):
+        assert flag in help_text

@@ -34,6 +34,12 @@ pytestmark = pytest.mark.skipif(
 POD_CIDR = ipaddress.ip_network("10.42.0.0/24")
 
 
+def nft_table_exists(name: str) -> bool:
+    out = subprocess.run(["nft", "list", "tables", "ip"], capture_output=True, text=True,
+                         check=False).stdout
+    return f"table ip {name}" in out.splitlines()
+
+
 def link_exists(name: str) -> bool:
     return subprocess.run(["ip", "link", "show", name], capture_output=True,
                           check=False).returncode == 0
@@ -46,6 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KublingServer]:
     subprocess.run([sys.executable, "-m", "kubling.cli.main", "image", "build", "busybox",
                     "--data-dir", str(data_dir)], check=True, capture_output=True, cwd=REPO)
     bridge_before = link_exists("kubling0")
+    table_before = nft_table_exists("kubling")
     netns_before = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
     srv = KublingServer(data_dir, agent=True,
                         extra_args=["--cni-conf-dir", str(base / "cni")])
@@ -58,6 +65,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KublingServer]:
             srv.kubectl("delete", "pods", "--all", "--grace-period=1", "--wait=true",
                         "--timeout=60s", check=False, timeout=90)
         srv.stop()
+        if not table_before and nft_table_exists("kubling"):
+            subprocess.run(["nft", "delete", "table", "ip", "kubling"], check=False)
         if not bridge_before and link_exists("kubling0"):
             subprocess.run(["ip", "link", "del", "kubling0"], check=False)
         netns_after = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
@@ -305,6 +314,45 @@ def test_pods_reach_each_other_and_the_host_reaches_them(server: KublingServer) 
     create_pod(server, "client", f"wget -qO- http://{ip}:8080/; sleep 3600")
     client = wait_running(server, "client")
     wait_for(lambda: "it-works" in log_text(server, client), 10, "wget's output")
+
+
+def test_services_route_and_resolve(server: KublingServer) -> None:
+    """A Service in front of a pod: its ClusterIP and NodePort reach it through the
+    nftables proxy, and pods find it by name through the cluster DNS (search path, ndots)."""
+    web = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "svc-backend", "labels": {"app": "svc-backend"}},
+           "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+               "name": "main", "image": "busybox:latest", "imagePullPolicy": "IfNotPresent",
+               "command": ["sh", "-c", "mkdir -p /www && echo via-service > /www/index.html"
+                           " && exec httpd -f -p 8080 -h /www"],
+               "ports": [{"containerPort": 8080, "name": "http"}]}]}}
+    server.kubectl("apply", "-f", "-", input=json.dumps(web))
+    server.kubectl("create", "service", "nodeport", "svc-web", "--tcp=80:8080")
+    server.kubectl("set", "selector", "service", "svc-web", "app=svc-backend")
+    wait_running(server, "svc-backend")
+    svc = json.loads(server.kubectl("get", "service", "svc-web", "-o", "json").stdout)
+    cluster_ip, node_port = svc["spec"]["clusterIP"], svc["spec"]["ports"][0]["nodePort"]
+    assert ipaddress.ip_address(cluster_ip) in ipaddress.ip_network("10.43.0.0/16")
+    body = wait_for(lambda: _try_get(f"http://{cluster_ip}/"), 15, "the ClusterIP from the host")
+    assert "via-service" in body
+    node = json.loads(server.kubectl("get", "nodes", "-o", "json").stdout)["items"][0]
+    node_ip = next(a["address"] for a in node["status"]["addresses"]
+                   if a["type"] == "InternalIP")
+    assert "via-service" in wait_for(lambda: _try_get(f"http://{node_ip}:{node_port}/"), 15,
+                                     "the NodePort")
+    dns = json.loads(server.kubectl("get", "service", "kube-dns", "-n", "kube-system",
+                                    "-o", "json").stdout)
+    assert dns["spec"]["clusterIP"] == "10.43.0.10"
+    create_pod(server, "svc-client",
+               "cat /etc/resolv.conf; nslookup svc-web.default.svc.cluster.local; "
+               "wget -qO- http://svc-web/; wget -qO- http://svc-web.default:80/; sleep 3600")
+    client = wait_running(server, "svc-client")
+    text = wait_for(lambda: log_text(server, client).count("via-service") >= 2
+                    and log_text(server, client), 20, "wget through the service name")
+    assert "nameserver 10.43.0.10" in text and "ndots:5" in text
+    assert cluster_ip in text, text  # nslookup's answer
+    server.kubectl("delete", "pod", "svc-backend", "svc-client", "--grace-period=1")
+    server.kubectl("delete", "service", "svc-web")
 
 
 def _try_get(url: str) -> str:

@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from kubling.cli import check as check_cmd
 from kubling.cli import image as image_cmd
 from kubling.cli import kubectl as kubectl_cmd
 from kubling.cli import server as server_cmd
@@ -20,6 +21,7 @@ EPILOG = """examples:
   kubling kubectl get namespaces       talk to it with the admin kubeconfig
   kubling image ls                     list the node's images (also pull, import, build)
   kubling simulate --nodes 10          add simulated nodes (no containers) for tests
+  kubling check                        check this host (kernel, runc, nftables, ports)
   kubling version                      show versions
 """
 
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     server_cmd.register(sub)
     kubectl_cmd.register(sub)
     image_cmd.register(sub)
+    check_cmd.register(sub)
     simulate_cmd.register(sub)
     version_cmd.register(sub)
     return parser

@@ -13,9 +13,14 @@ def kubling(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 def test_help_on_every_command() -> None:
-    for args in ([], ["--help"], ["server", "--help"], ["version", "--help"]):
+    for args in ([], ["--help"], ["server", "--help"], ["version", "--help"],
+                 ["check", "--help"], ["image", "--help"], ["simulate", "--help"],
+                 *(["image", verb, "--help"] for verb in
+                   ("ls", "pull", "import", "rm", "prune", "build"))):
         result = kubling(*args)
         assert "usage: kubling" in result.stdout, args
+        if args and args[-1] == "--help":
+            assert result.returncode == 0, args
     assert kubling("--help").returncode == 0
     assert "examples:" in kubling("server", "--help").stdout
     assert kubling().returncode == 2  # no command is a usage error
@@ -51,3 +56,24 @@ def test_cluster_dns_must_be_an_address_in_the_service_cidr(tmp_path: Path) -> N
     for flag in ("--cluster-dns", "--disable-cluster-dns", "--disable-kube-proxy",
                  "--disable-agent", "--registry-port", "--service-node-port-range"):
         assert flag in help_text
+
+
+def test_check_reports_each_part_and_says_how_to_fix(tmp_path: Path) -> None:
+    import socket
+
+    result = kubling("check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for part in ("runc", "conmon", "nft", "CNI plugins", "cgroups", "overlay filesystem"):
+        assert any(line.startswith("ok") and part in line for line in result.stdout.splitlines())
+    with socket.socket() as holder:
+        holder.bind(("0.0.0.0", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        result = kubling("check", "--https-port", str(busy), "--cni-bin-dir", str(tmp_path))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("FAIL") and f"port {busy}" in line and "--https-port" in line
+               for line in lines)
+    assert any(line.startswith("FAIL") and "CNI plugins" in line
+               and "apt-get install containernetworking-plugins" in line for line in lines)
+    assert "required check(s) failed" in result.stderr

@@ -23,6 +23,7 @@ from kubling.apiserver import (
     discovery,
     errors,
     health,
+    nodeproxy,
     openapi,
     requestinfo,
     subresources,
@@ -67,6 +68,7 @@ class APIServerApp:
         authorizer: authz.Authorizer,
         checks: health.HealthChecks,
         custom_schema: openapi.CustomSchema | None = None,
+        kubelet: nodeproxy.KubeletConnector | None = None,
     ) -> None:
         self.registry = registry
         self.authenticator = authenticator
@@ -76,7 +78,7 @@ class APIServerApp:
         self.openapi = openapi.OpenAPIDocuments(registry.catalogue, custom_schema)
         registry.catalogue.on_change(self.discovery.invalidate)
         registry.catalogue.on_change(self.openapi.invalidate)
-        self.handlers = subresources.APIHandlers(registry, authorizer)
+        self.handlers = subresources.APIHandlers(registry, authorizer, kubelet=kubelet)
 
     def build(self) -> web.Application:
         app = web.Application(

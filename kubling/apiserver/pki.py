@@ -49,6 +49,10 @@ BACKDATE = datetime.timedelta(minutes=5)
 
 ADMIN_USER = "system:admin"
 ADMIN_GROUP = "system:masters"
+#: The API server's identity towards node agents (logs, exec, port-forward), named as
+#: kubeadm names its ``apiserver-kubelet-client`` certificate; the group makes it an
+#: admin, which is what the agent's server authorizes.
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
 # The names in-cluster clients use for the API (the `kubernetes` Service in `default`).
 SERVICE_DNS_NAMES = (
     "localhost",
@@ -76,6 +80,8 @@ class ClusterPKI:
     serving_key: Path
     admin_cert: Path
     admin_key: Path
+    kubelet_client_cert: Path
+    kubelet_client_key: Path
 
     @classmethod
     def at(cls, tls_dir: Path) -> ClusterPKI:
@@ -87,6 +93,8 @@ class ClusterPKI:
             serving_key=tls_dir / "serving.key",
             admin_cert=tls_dir / "admin.crt",
             admin_key=tls_dir / "admin.key",
+            kubelet_client_cert=tls_dir / "kubelet-client.crt",
+            kubelet_client_key=tls_dir / "kubelet-client.key",
         )
 
 
@@ -127,7 +135,70 @@ def ensure_pki(tls_dir: Path, *, hostnames: list[str], ips: list[str]) -> Cluste
                 authority, common_name=ADMIN_USER, organizations=[ADMIN_GROUP], now=now
             )
             _write_pair(pki.admin_cert, cert_pem, pki.admin_key, key_pem)
+        if not _client_cert_fits(pki.kubelet_client_cert, pki.kubelet_client_key, authority,
+                                 now, (KUBELET_CLIENT_USER, [ADMIN_GROUP])):
+            cert_pem, key_pem = _issue_client(
+                authority, common_name=KUBELET_CLIENT_USER, organizations=[ADMIN_GROUP],
+                now=now)
+            _write_pair(pki.kubelet_client_cert, cert_pem, pki.kubelet_client_key, key_pem)
     return pki
+
+
+def ensure_kubelet_serving_cert(pki: ClusterPKI, *, node_name: str, hostnames: list[str],
+                                ips: list[str]) -> tuple[Path, Path]:
+    """The node agent's serving certificate (its :10250 server) for the node's names and
+    addresses, signed by the cluster CA so the API server can verify the agent it
+    connects to; reused while it fits. Returns (certificate, key) paths:
+    ``kubelet-serving.crt`` / ``.key`` next to the CA. Only an agent in the server's own
+    process gets it this way; one on another machine will get its own when it joins."""
+    cert_path = pki.ca_cert.parent / "kubelet-serving.crt"
+    key_path = pki.ca_cert.parent / "kubelet-serving.key"
+    hostnames = [node_name, *hostnames]
+    sans = _SANs(dns=frozenset(h.lower() for h in hostnames if h and not _is_ip(h)),
+                 ips=frozenset(ipaddress.ip_address(a) for a in [*ips, *hostnames]
+                               if _is_ip(a)))
+    with _locked(pki.ca_cert.parent / ".lock"):
+        authority = _load_authority(pki)
+        if authority is None:
+            raise PKIError(f"no cluster CA at {pki.ca_cert}; call ensure_pki first")
+        now = _now()
+        cert = _load_leaf(cert_path, key_path, authority, now)
+        if cert is None or not _covers(cert, sans):
+            key = ec.generate_private_key(ec.SECP256R1())
+            names: list[x509.GeneralName] = [x509.DNSName(d) for d in sorted(sans.dns)]
+            names += [x509.IPAddress(ip) for ip in sorted(sans.ips, key=str)]
+            # What a kubelet's serving certificate from a CSR carries upstream.
+            subject = x509.Name([
+                x509.NameAttribute(oid.NameOID.ORGANIZATION_NAME, "system:nodes"),
+                x509.NameAttribute(oid.NameOID.COMMON_NAME, f"system:node:{node_name}")])
+            leaf = (
+                _leaf_builder(subject, authority, key, now, oid.ExtendedKeyUsageOID.SERVER_AUTH)
+                .add_extension(x509.SubjectAlternativeName(names), critical=False)
+                .sign(authority.key, hashes.SHA256())
+            )
+            _write_pair(cert_path, _cert_pem(leaf), key_path, _key_pem(key))
+    return cert_path, key_path
+
+
+def kubelet_client_ssl_context(pki: ClusterPKI, *, verify: bool = True) -> ssl.SSLContext:
+    """How the API server connects to node agents: as ``KUBELET_CLIENT_USER``, trusting
+    only agents whose serving certificate the cluster CA signed (``verify=False`` is
+    ``insecureSkipTLSVerifyBackend``)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.ca_cert))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(pki.kubelet_client_cert, pki.kubelet_client_key)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def issue_client_cert(
@@ -285,11 +356,18 @@ def _serving_cert_fits(
 
 def _admin_cert_fits(pki: ClusterPKI, authority: _Authority, now: datetime.datetime) -> bool:
     """Whether the admin client certificate on disk can be kept as it is."""
-    cert = _load_leaf(pki.admin_cert, pki.admin_key, authority, now)
+    return _client_cert_fits(pki.admin_cert, pki.admin_key, authority, now,
+                             (ADMIN_USER, [ADMIN_GROUP]))
+
+
+def _client_cert_fits(cert_path: Path, key_path: Path, authority: _Authority,
+                      now: datetime.datetime, identity: tuple[str, list[str]]) -> bool:
+    """Whether a client certificate on disk can be kept: whole, fresh, the same identity."""
+    cert = _load_leaf(cert_path, key_path, authority, now)
     if cert is None:
         return False
     try:
-        return user_from_certificate(cert) == (ADMIN_USER, [ADMIN_GROUP])
+        return user_from_certificate(cert) == identity
     except ValueError:
         return False
 

@@ -28,6 +28,7 @@ from kubling.apiserver import (
     bootstrap,
     health,
     kubeconfig,
+    nodeproxy,
     pki,
     watchcache,
 )
@@ -201,6 +202,7 @@ class APIServer:
             authenticator=authn.Authenticator(),
             authorizer=authz.AllowAuthenticated(),
             checks=self._checks(),
+            kubelet=nodeproxy.KubeletConnector(self.pki),
         ).build()
         self._runner = web.AppRunner(application, handler_cancellation=True, access_log=None)
         await self._runner.setup()

@@ -13,7 +13,7 @@ from aiohttp import web
 from kubling.api import meta
 from kubling.api.meta import Object
 from kubling.api.resources import ResourceType
-from kubling.apiserver import errors, eviction, negotiation
+from kubling.apiserver import authz, errors, eviction, negotiation, nodeproxy
 from kubling.apiserver.handlers import (
     ResourceHandlers,
     _dry_run,
@@ -22,6 +22,7 @@ from kubling.apiserver.handlers import (
     label_selector_string,
 )
 from kubling.apiserver.registry import kinds
+from kubling.apiserver.registry.registry import Registry
 from kubling.apiserver.registry.store import DeleteOptions, Store
 from kubling.apiserver.registry.strategy import BUILTIN_SCALE, ScalePaths
 from kubling.apiserver.requestinfo import RequestInfo
@@ -76,8 +77,15 @@ def scale_of(obj: Object, paths: ScalePaths = BUILTIN_SCALE) -> Object:
 class APIHandlers(ResourceHandlers):
     """Resource handlers plus the subresources of every kind."""
 
+    def __init__(self, registry: Registry, authorizer: authz.Authorizer, *,
+                 kubelet: nodeproxy.KubeletConnector | None = None) -> None:
+        super().__init__(registry, authorizer)
+        self.kubelet = kubelet
+
     async def _subresource(self, request: web.Request, info: RequestInfo, rt: ResourceType,
                            store: Store) -> web.StreamResponse:
+        if rt.group == "" and rt.plural == "pods" and info.subresource == "log" and info.name:
+            return await self._pod_log(request, info, store)
         sub = rt.subresource(info.subresource)
         if sub is None or not info.name:
             raise errors.path_not_found()
@@ -95,6 +103,17 @@ class APIHandlers(ResourceHandlers):
         if sub.name == "finalize":
             return await self._finalize(request, info, rt, store)
         raise errors.path_not_found()
+
+    async def _pod_log(self, request: web.Request, info: RequestInfo,
+                       store: Store) -> web.StreamResponse:
+        """``pods/log``: streamed from the pod's node agent (``nodeproxy``)."""
+        if info.verb != "get":
+            raise errors.method_not_supported("", "pods/log", info.verb)
+        nodes = self.registry.catalogue.lookup("", "v1", "nodes")
+        assert nodes is not None
+        return await nodeproxy.pod_log(request, pods=store, nodes=self.registry.store(nodes),
+                                       namespace=info.namespace, name=info.name,
+                                       connector=self.kubelet)
 
     async def _status(self, request: web.Request, info: RequestInfo, rt: ResourceType,
                       store: Store, namespace: str) -> web.StreamResponse:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import kubling
-from kubling.apiserver import server
+from kubling.apiserver import pki, server
 from kubling.cli import hostinfo, logs, options
 from kubling.client import config as client_config
 from kubling.client import rest
@@ -33,6 +33,7 @@ from kubling.network.dns import kubedns
 from kubling.network.dns.server import ClusterDNS
 from kubling.network.proxy import ServiceProxy
 from kubling.node import agent as node_agent
+from kubling.node import kubeletserver
 from kubling.node import simulated as simulated_nodes
 from kubling.node.images import service as node_images
 from kubling.scheduler import runner
@@ -100,6 +101,9 @@ def build_parser(prog: str = "kubling server") -> argparse.ArgumentParser:
                         "resolvers)")
     parser.add_argument("--disable-kube-proxy", action="store_true",
                         help="do not program Services into nftables on this node")
+    parser.add_argument("--kubelet-port", type=int, default=10250,
+                        help="HTTPS port of the node agent's server (kubectl logs reach it "
+                        "through the API server) (default %(default)s)")
     parser.add_argument("--registry-port", type=int, default=5000,
                         help="port of the embedded image registry (default %(default)s)")
     parser.add_argument("--disable-registry", action="store_true",
@@ -220,7 +224,8 @@ def _agent_config(args: argparse.Namespace, config: server.ServerConfig,
     return node_agent.AgentConfig(
         data_dir=config.data_dir, node_ip=addresses[0] if addresses else "127.0.0.1",
         cluster_cidr=args.cluster_cidr, cni_conf_dir=Path(args.cni_conf_dir),
-        cni_bin_dirs=tuple(Path(d) for d in args.cni_bin_dir.split(":") if d))
+        cni_bin_dirs=tuple(Path(d) for d in args.cni_bin_dir.split(":") if d),
+        kubelet_port=args.kubelet_port)
 
 
 def _is_ip(text: str) -> bool:
@@ -291,6 +296,7 @@ async def _serve(config: server.ServerConfig, write_kubeconfig: str, mode: int,
         if services.dns:
             # Before the agent: its first pods already get the cluster DNS in resolv.conf.
             await _start_cluster_dns(components, services, agent)
+        agent = await _with_kubelet_tls(api, agent)
         kubelet = node_agent.NodeAgent(components.client("kubelet"), agent, images.store)
         components.start("node-agent", kubelet.run())
     elapsed = hostinfo.process_age()
@@ -302,6 +308,18 @@ async def _serve(config: server.ServerConfig, write_kubeconfig: str, mode: int,
     await images.stop()
     await api.stop()
     return 0
+
+
+async def _with_kubelet_tls(api: server.APIServer,
+                            agent: node_agent.AgentConfig) -> node_agent.AgentConfig:
+    """The agent's serving certificate for this node, from the cluster CA, so that the
+    API server (which trusts only that CA) can reach it for logs."""
+    assert api.pki is not None
+    cert, key = await asyncio.to_thread(
+        pki.ensure_kubelet_serving_cert, api.pki, node_name=socket.gethostname().lower(),
+        hostnames=["localhost"], ips=sorted({agent.node_ip, "127.0.0.1"}))
+    return dataclasses.replace(agent, kubelet_tls=kubeletserver.KubeletTLS(
+        cert=cert, key=key, client_ca=api.pki.ca_cert))
 
 
 async def _run_service_proxy(client: rest.Client, agent: node_agent.AgentConfig) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from kubling.api.meta import Object
 from kubling.client import events, informer, rest
 from kubling.network import cni as cnilib
-from kubling.node import containers, nodestatus
+from kubling.node import containers, kubeletserver, logs, nodestatus
 from kubling.node.backoff import Backoff
 from kubling.node.imagepull import ImageManager
 from kubling.node.images.service import images_in_use
@@ -51,6 +51,11 @@ class AgentConfig:
     cni_conf_dir: Path = Path("/etc/cni/net.d")
     cni_bin_dirs: tuple[Path, ...] = cnilib.DEFAULT_BIN_DIRS
     control_plane: bool = True
+    #: The HTTPS port of the agent's server (logs, later exec/port-forward): the Node's
+    #: ``daemonEndpoints.kubeletEndpoint.Port``, where the API server reaches it.
+    kubelet_port: int = nodestatus.KUBELET_PORT
+    #: Its certificates; None serves nothing (the API server cannot reach this node).
+    kubelet_tls: kubeletserver.KubeletTLS | None = None
 
 
 class NodeAgent:
@@ -83,7 +88,8 @@ class NodeAgent:
         facts = await asyncio.to_thread(
             nodestatus.gather, data_dir=self.config.data_dir,
             cluster_cidr=self.config.cluster_cidr, internal_ip=self.config.node_ip,
-            runtime_version=await _runc_version(), control_plane=self.config.control_plane)
+            runtime_version=await _runc_version(), control_plane=self.config.control_plane,
+            kubelet_port=self.config.kubelet_port)
         reporter = nodestatus.NodeReporter(self.client, facts, self.store)
         await reporter.register()
         await asyncio.to_thread(cnilib.ensure_default_config, self.config.cni_conf_dir,
@@ -102,6 +108,7 @@ class NodeAgent:
         pods = informer.Informer(self.client, PODS,
                                  field_selector=f"spec.nodeName={facts.name}")
         pods.start()
+        server = await self._serve()
         try:
             await pods.wait_for_sync()
             await self._reconcile_leftovers({p["metadata"]["uid"] for p in pods.indexer.list()})
@@ -121,6 +128,42 @@ class NodeAgent:
                     await task
             await pods.stop()
             await recorder.close()
+            if server is not None:
+                await server.stop()
+
+    async def _serve(self) -> kubeletserver.KubeletServer | None:
+        """Start the HTTPS server; a port in use costs logs, never the pods."""
+        if self.config.kubelet_tls is None:
+            return None
+        server = kubeletserver.KubeletServer(self, self.config.kubelet_tls,
+                                             port=self.config.kubelet_port)
+        try:
+            await server.start()
+        except OSError as err:
+            log.warning("node agent server disabled: cannot listen on :%d (%s) — kubectl "
+                        "logs will not reach this node; free the port or pass "
+                        "--kubelet-port", self.config.kubelet_port, err.strerror or err)
+            return None
+        return server
+
+    # -- what the HTTPS server asks (kubeletserver.KubeletHost) -------------------------
+
+    def running_pods(self) -> list[Object]:
+        return [worker.last_pod for worker in self._workers.values()]
+
+    def log_target(self, namespace: str, name: str, container: str, *,
+                   previous: bool) -> logs.LogTarget:
+        for uid, worker in self._workers.items():
+            md = worker.last_pod["metadata"]
+            if md.get("name") == name and md.get("namespace", "") == namespace:
+                return logs.locate(worker.last_pod, worker.container_statuses(), container,
+                                   previous=previous,
+                                   pod_dir=self.config.data_dir / "pods" / uid)
+        raise logs.LogsError(404, f'pod "{name}" does not exist')
+
+    def container_finished(self, container_id: str) -> bool:
+        return ((self.runtime.exits / container_id).exists()
+                or not (self.runtime.bundles / container_id).is_dir())
 
     async def _image_gc(self, reporter: nodestatus.NodeReporter) -> None:
         """The kubelet's image garbage collection, every five minutes: above the high

@@ -62,10 +62,12 @@ class NodeFacts:
     runtime_version: str
     architecture: str
     control_plane: bool = True
+    kubelet_port: int = KUBELET_PORT
 
 
 def gather(*, data_dir: Path, cluster_cidr: str, internal_ip: str,
-           runtime_version: str, control_plane: bool = True) -> NodeFacts:
+           runtime_version: str, control_plane: bool = True,
+           kubelet_port: int = KUBELET_PORT) -> NodeFacts:
     """Read the host's facts (a few small files; call it off the event loop if you care)."""
     usage = os.statvfs(data_dir)
     return NodeFacts(
@@ -80,6 +82,7 @@ def gather(*, data_dir: Path, cluster_cidr: str, internal_ip: str,
         runtime_version=runtime_version,
         architecture=_ARCH.get(platform.machine(), platform.machine()),
         control_plane=control_plane,
+        kubelet_port=kubelet_port,
     )
 
 
@@ -126,7 +129,7 @@ def node_status(facts: NodeFacts, images: list[Image] | None = None) -> Object:
         "conditions": conditions(),
         "addresses": [{"type": "InternalIP", "address": facts.internal_ip},
                       {"type": "Hostname", "address": facts.name}],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": facts.kubelet_port}},
         "nodeInfo": {"architecture": facts.architecture, "operatingSystem": "linux",
                      "osImage": facts.os_image, "kernelVersion": facts.kernel,
                      "containerRuntimeVersion": facts.runtime_version,

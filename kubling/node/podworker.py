@@ -116,6 +116,15 @@ class PodWorker:
             for task in self._waiters.values():
                 task.cancel()
 
+    @property
+    def last_pod(self) -> Object:
+        """The newest version of the pod this worker saw (also once it left the API)."""
+        return self._last_pod
+
+    def container_statuses(self) -> list[Object]:
+        """Every container's status as the worker knows it now (fresher than the API's)."""
+        return [view.to_status() for view in self._views.values()]
+
     def _key(self) -> str:
         md = self._last_pod["metadata"]
         return f"{md.get('namespace', '')}/{md.get('name', '')}"
@@ -279,7 +288,15 @@ class PodWorker:
             view.last_terminated = previous
             view.terminated = None
             view.restart_count += 1
+            await asyncio.to_thread(self._drop_old_log, view.name, view.restart_count - 2)
         await self._start(pod, container, view)
+
+    def _drop_old_log(self, name: str, attempt: int) -> None:
+        """Keep the log of the attempt before the current one (``kubectl logs --previous``)
+        and no older one, as the kubelet keeps one dead container per container."""
+        if attempt >= 0:
+            with contextlib.suppress(FileNotFoundError):
+                containers.ContainerPaths(self._pod_dir(), name).log_path(attempt).unlink()
 
     async def _remove_container(self, view: ContainerView) -> None:
         if not view.container_id:

@@ -8,6 +8,7 @@ real ``kubectl`` (``--cache-dir`` in a temp dir, never ``~/.kube``) and the offi
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -23,6 +24,56 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+
+#: A node agent owns host-wide things (the kubling0 bridge, the ``ip kubling`` nftables
+#: table, port 53 on the node IP, 10.42.0.0/24), so only one agent-enabled server may
+#: run on this host at a time. Test processes (CI, a second pytest) take turns on it.
+AGENT_LOCK = Path("/run/lock/kubling-test-agent.lock")
+AGENT_LOCK_WAIT = 1800.0
+
+
+class AgentSlot:
+    """This host's one agent slot, counted within the process so that a fixture can hold it
+    across its server's restarts and its own host cleanup."""
+
+    def __init__(self) -> None:
+        self._handle: Any = None
+        self._holders = 0
+
+    def acquire(self) -> None:
+        if self._holders == 0:
+            AGENT_LOCK.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(AGENT_LOCK, "a+")
+            deadline = time.monotonic() + AGENT_LOCK_WAIT
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        handle.close()
+                        raise RuntimeError(f"another agent-enabled kubling server held "
+                                           f"{AGENT_LOCK} for {AGENT_LOCK_WAIT:.0f}s") from None
+                    time.sleep(0.5)
+            self._handle = handle
+        self._holders += 1
+
+    def release(self) -> None:
+        self._holders -= 1
+        if self._holders == 0:
+            self._handle.close()
+            self._handle = None
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+
+AGENT_SLOT = AgentSlot()
 
 
 def free_port() -> int:
@@ -43,6 +94,8 @@ class KublingServer:
         #: Without ``agent`` the server runs no node agent (``--disable-agent``): tests
         #: that do not run containers must not touch the host's network or runc.
         self.extra_args = list(extra_args) if agent else ["--disable-agent", *extra_args]
+        self.agent = agent
+        self._holds_slot = False
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self.cache_dir = data_dir.parent / f"{data_dir.name}-kubectl-cache"
@@ -57,6 +110,9 @@ class KublingServer:
 
     def start(self, *, timeout: float = 30.0) -> float:
         """Start the process; return seconds until ``/readyz`` answered ok."""
+        if self.agent and not self._holds_slot:
+            AGENT_SLOT.acquire()
+            self._holds_slot = True
         started = time.monotonic()
         log = open(self.log_path, "ab")
         env = dict(os.environ)
@@ -84,6 +140,11 @@ class KublingServer:
                 time.sleep(0.02)
         raise RuntimeError(f"kubling server not ready in {timeout}s: {self.read_log()}")
 
+    def _release_agent_slot(self) -> None:
+        if self._holds_slot:
+            AGENT_SLOT.release()
+            self._holds_slot = False
+
     def read_log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-4000:]
@@ -92,6 +153,7 @@ class KublingServer:
 
     def stop(self, sig: int = signal.SIGTERM, *, timeout: float = 15.0) -> int | None:
         if self.process is None:
+            self._release_agent_slot()
             return None
         if self.process.poll() is None:
             self.process.send_signal(sig)
@@ -102,6 +164,7 @@ class KublingServer:
                 self.process.wait()
         code = self.process.returncode
         self.process = None
+        self._release_agent_slot()
         return code
 
     def kill(self) -> None:
@@ -143,8 +206,8 @@ class KublingServer:
 @contextlib.contextmanager
 def running_server(data_dir: Path, **kwargs: Any) -> Iterator[KublingServer]:
     server = KublingServer(data_dir, **kwargs)
-    server.start()
     try:
+        server.start()
         yield server
     finally:
         server.stop()

@@ -32,10 +32,23 @@ class ContainerView:
     running_since: datetime.datetime | None = None
     terminated: Object | None = None
     last_terminated: Object | None = None
+    #: What the probes say about the running attempt (True when it has no such probe).
+    probe_started: bool = True
+    probe_ready: bool = True
 
     @property
     def running(self) -> bool:
         return self.running_since is not None
+
+    @property
+    def started(self) -> bool:
+        """Running and past its startup probe (``containerStatuses[].started``)."""
+        return self.running and self.probe_started
+
+    @property
+    def ready(self) -> bool:
+        """Started and passing its readiness probe: what Ready/ContainersReady count."""
+        return self.started and self.probe_ready and not self.init
 
     @property
     def succeeded(self) -> bool:
@@ -58,7 +71,7 @@ class ContainerView:
             state = {"waiting": waiting}
         status: Object = {
             "name": self.name, "image": self.image, "imageID": self.image_ref,
-            "ready": self.running and not self.init, "started": self.running,
+            "ready": self.ready, "started": self.started,
             "restartCount": self.restart_count, "state": state,
             "lastState": {"terminated": dict(self.last_terminated)}
             if self.last_terminated else {},
@@ -133,7 +146,7 @@ def conditions(previous: list[Object], *, sandbox_ready: bool, init: list[Contai
                    "ContainersNotInitialized",
                    f"containers with incomplete status: [{' '.join(incomplete)}]"
                    if incomplete else ""))
-    unready = [v.name for v in main if not v.running]
+    unready = [v.name for v in main if not v.ready]
     if pod_phase in ("Succeeded", "Failed"):
         reason, message = "PodCompleted", ""
     else:

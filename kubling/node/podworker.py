@@ -27,7 +27,7 @@ from pathlib import Path
 
 from kubling.api.meta import Object
 from kubling.client import events, rest
-from kubling.node import containers, podstatus
+from kubling.node import containers, hooks, podstatus, probes
 from kubling.node.backoff import Backoff
 from kubling.node.imagepull import ContainerImage, ImageManager, ImagePullFailure
 from kubling.node.images import rootfs
@@ -78,6 +78,10 @@ class PodWorker:
         self._views: dict[str, ContainerView] = {}
         self._adopted = {c.name: c for c in sorted(adopted, key=lambda c: c.attempt)}
         self._waiters: dict[str, asyncio.Task[None]] = {}
+        #: container name -> (container id, its prober, the prober's task)
+        self._probers: dict[str, tuple[str, probes.Prober, asyncio.Task[None]]] = {}
+        #: kills asked for by probes, running beside the worker's loop
+        self._kills: set[asyncio.Task[None]] = set()
         self._sent: Object | None = None
         phase = (pod.get("status") or {}).get("phase")
         #: A pod that finished stays finished: its containers are never started again.
@@ -115,6 +119,9 @@ class PodWorker:
         finally:
             for task in self._waiters.values():
                 task.cancel()
+            self._stop_probers()
+            for kill in self._kills:
+                kill.cancel()
 
     @property
     def last_pod(self) -> Object:
@@ -184,6 +191,8 @@ class PodWorker:
                         137, reason="Error", message="container disappeared from the runtime")
                 continue
             self._apply_state(view, state)
+        for view in self._views.values():
+            self._sync_prober(view)
 
     def _apply_state(self, view: ContainerView, state: ContainerState) -> None:
         if state.status == "running":
@@ -358,10 +367,117 @@ class PodWorker:
             self._later(0.1)
             return
         self.ctx.recorder.record(pod, events.NORMAL, "Started", f"Started container {view.name}")
+        await self._post_start(pod, container, view)
         state = await self.ctx.runtime.state(str(cid))
         self._apply_state(view, state)
+        self._sync_prober(view)
         if not view.running:  # it has already exited: the next step must not wait
             self._later(0)
+
+    # -- probes and hooks -------------------------------------------------------------
+
+    def _container_spec(self, name: str) -> Object | None:
+        spec = self._last_pod.get("spec") or {}
+        for key in ("containers", "initContainers"):
+            for container in spec.get(key) or []:
+                if container.get("name") == name:
+                    return dict(container)
+        return None
+
+    def _target(self, container: Object, view: ContainerView) -> probes.Target:
+        cid = view.container_id
+
+        async def run(argv: list[str], timeout: float) -> tuple[int, bytes]:
+            return await self.ctx.runtime.exec(cid, argv, timeout=timeout)
+
+        pod_ip = self._sandbox.pod_ip if self._sandbox else ""
+        return probes.target_for(container, pod_ip or self.ctx.node_ip, run)
+
+    def _sync_prober(self, view: ContainerView) -> None:
+        """One prober per running attempt (main containers and sidecars); its verdict
+        becomes the view's ``started`` / ``ready``."""
+        current = self._probers.get(view.name)
+        if current is not None and (not view.running or current[0] != view.container_id):
+            current[2].cancel()
+            del self._probers[view.name]
+            current = None
+        if not view.running:
+            view.probe_started = view.probe_ready = True
+            return
+        if current is None:
+            container = self._container_spec(view.name)
+            if container is None or (view.init and container.get("restartPolicy") != "Always"):
+                return
+            prober = probes.Prober(container, self._target(container, view),
+                                   self._probe_callbacks(view.name, view.container_id))
+            if not prober.needed:
+                return
+            task = asyncio.create_task(prober.run(), name=f"probe-{view.container_id}")
+            current = (view.container_id, prober, task)
+            self._probers[view.name] = current
+        view.probe_started, view.probe_ready = current[1].started, current[1].ready
+
+    def _probe_callbacks(self, name: str, container_id: str) -> probes.Callbacks:
+        def failed(kind: str, message: str) -> None:
+            self.ctx.recorder.record(self._last_pod, events.WARNING, "Unhealthy", message)
+
+        async def kill(kind: str) -> None:
+            message = f"Container {name} failed {kind.lower()} probe, will be restarted"
+            container = self._container_spec(name) or {}
+            probe = container.get(f"{kind.lower()}Probe") or {}
+            grace = probe.get("terminationGracePeriodSeconds")
+            if grace is None:
+                grace = (self._last_pod.get("spec") or {}).get(
+                    "terminationGracePeriodSeconds", 30)
+            task = asyncio.create_task(self._stop(self._last_pod, container_id, float(grace),
+                                                  message=message))
+            self._kills.add(task)
+            task.add_done_callback(self._kills.discard)
+
+        return probes.Callbacks(changed=self._wake.set, failed=failed, kill=kill)
+
+    def _stop_probers(self) -> None:
+        for _, _, task in self._probers.values():
+            task.cancel()
+        self._probers.clear()
+
+    async def _post_start(self, pod: Object, container: Object, view: ContainerView) -> None:
+        """Upstream runs postStart right after the start and reports the container running
+        only once it returned; a failed hook kills the container (restarted per policy)."""
+        hook = (container.get("lifecycle") or {}).get("postStart")
+        if not hook:
+            return
+        try:
+            await hooks.run_hook(hook, self._target(container, view),
+                                 timeout=hooks.POST_START_LIMIT)
+        except hooks.HookError as err:
+            self.ctx.recorder.record(pod, events.WARNING, "FailedPostStartHook", str(err))
+            grace = float((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+            await self._stop(pod, view.container_id, grace, message=(
+                "FailedPostStartHook"), pre_stop=False)
+
+    async def _pre_stop(self, pod: Object, name: str, container_id: str,
+                        grace: float) -> float:
+        """Run the container's preStop within the grace period; the grace that is left
+        (at least 2 s, as upstream gives the stop signal after a hook)."""
+        container = self._container_spec(name) or {}
+        hook = (container.get("lifecycle") or {}).get("preStop")
+        if not hook or grace <= 0:
+            return grace
+        view = self._views.get(name)
+        if view is None:
+            view = ContainerView(name=name, image="", container_id=container_id)
+        start = asyncio.get_running_loop().time()
+        try:
+            await asyncio.wait_for(hooks.run_hook(hook, self._target(container, view),
+                                                  timeout=grace), grace)
+        except hooks.HookError as err:
+            self.ctx.recorder.record(pod, events.WARNING, "FailedPreStopHook", str(err))
+        except TimeoutError:
+            self.ctx.recorder.record(pod, events.WARNING, "FailedPreStopHook",
+                                     f"PreStopHook failed: timed out after {grace:g}s")
+        spent = asyncio.get_running_loop().time() - start
+        return max(grace - spent, 2.0)
 
     def _prepare_rootfs(self, image: ContainerImage, paths: containers.ContainerPaths,
                         attempt: int) -> Path:
@@ -405,6 +521,7 @@ class PodWorker:
         for task in self._waiters.values():
             task.cancel()
         self._waiters.clear()
+        self._stop_probers()
         ids = await self._container_ids()
         await asyncio.gather(*(self._stop(pod, cid, grace) for cid in ids))
         for cid in ids:
@@ -423,13 +540,21 @@ class PodWorker:
         states = await self.ctx.runtime.list()
         return [s.id for s in states if s.id.startswith(self.uid + "_")]
 
-    async def _stop(self, pod: Object | None, container_id: str, grace: float) -> None:
+    async def _stop(self, pod: Object | None, container_id: str, grace: float, *,
+                    message: str = "", pre_stop: bool = True) -> None:
+        """preStop (when the container runs), then the stop signal, SIGKILL after the
+        grace period. ``message``: the Killing event's text (default: a deletion's)."""
         parsed = containers.ContainerId.parse(container_id)
         if pod is not None and parsed is not None:
             view = self._views.get(parsed.name)
             if view is not None and view.running:
                 self.ctx.recorder.record(pod, events.NORMAL, "Killing",
-                                         f"Stopping container {parsed.name}")
+                                         message or f"Stopping container {parsed.name}")
+            if pre_stop:
+                with contextlib.suppress(ContainerRuntimeError):
+                    state = await self.ctx.runtime.state(container_id)
+                    if state.status == "running":
+                        grace = await self._pre_stop(pod, parsed.name, container_id, grace)
         try:
             await self.ctx.runtime.stop(container_id, grace, sig=signal.SIGTERM)
         except (ContainerRuntimeError, TimeoutError) as err:

@@ -11,93 +11,29 @@ runs alongside that one. The teardown deletes every pod, stops the server and re
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.server_fixture import REPO, KublingServer, free_port
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _node_agent_can_run() -> None:
-    """Logs come from real containers: without root, runc or conmon these tests fail
-    (install.sh installs both) rather than skip."""
-    if os.geteuid() != 0 or shutil.which("runc") is None or shutil.which("conmon") is None:
-        pytest.fail("the node agent needs root, runc and conmon — run ./install.sh as root")
+from tests.agent_fixture import AgentServer, agent_server, wait_for
+from tests.server_fixture import KublingServer, free_port
 
 TIMESTAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(Z|[+-]\d\d:\d\d) (.*)$")
 
 
-def nft_table_exists(name: str) -> bool:
-    out = subprocess.run(["nft", "list", "tables", "ip"], capture_output=True, text=True,
-                         check=False).stdout
-    return f"table ip {name}" in out.splitlines()
-
-
-def link_exists(name: str) -> bool:
-    return subprocess.run(["ip", "link", "show", name], capture_output=True,
-                          check=False).returncode == 0
-
-
-class LogServer(KublingServer):
-    kubelet_port: int
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LogServer]:
-    base = tmp_path_factory.mktemp("logs")
-    data_dir = base / "data"
-    subprocess.run([sys.executable, "-m", "kubling.cli.main", "image", "build", "busybox",
-                    "--data-dir", str(data_dir)], check=True, capture_output=True, cwd=REPO)
-    bridge_before = link_exists("kubling0")
-    table_before = nft_table_exists("kubling")
-    netns_before = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
-    kubelet_port = free_port()
-    srv = LogServer(data_dir, agent=True,
-                    extra_args=["--cni-conf-dir", str(base / "cni"),
-                                "--kubelet-port", str(kubelet_port)])
-    srv.kubelet_port = kubelet_port
-    srv.start()
-    try:
-        wait_for(lambda: "Ready" in srv.kubectl("get", "nodes", "--no-headers",
-                                                check=False).stdout, 20, "the node to be Ready")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentServer]:
+    with agent_server(tmp_path_factory.mktemp("logs")) as srv:
         yield srv
-    finally:
-        if srv.process is not None:
-            srv.kubectl("delete", "pods", "--all", "--grace-period=1", "--wait=true",
-                        "--timeout=60s", check=False, timeout=90)
-        srv.stop()
-        if not table_before and nft_table_exists("kubling"):
-            subprocess.run(["nft", "delete", "table", "ip", "kubling"], check=False)
-        if not bridge_before and link_exists("kubling0"):
-            subprocess.run(["ip", "link", "del", "kubling0"], check=False)
-        netns_after = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
-        for name in netns_after - netns_before:
-            if name.startswith("kubling-"):
-                subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def get_pod(srv: KublingServer, name: str) -> dict[str, Any]:
@@ -134,7 +70,7 @@ def logs(srv: KublingServer, *args: str, check: bool = True,
 
 
 @pytest.fixture(scope="module")
-def hello(server: LogServer) -> str:
+def hello(server: AgentServer) -> str:
     """A running pod that wrote five lines to stdout and one to stderr."""
     apply_pod(server, "hello", [container(
         "main", "for i in 1 2 3 4 5; do echo line $i; done; echo oops >&2; sleep 3600")])
@@ -146,18 +82,18 @@ def hello(server: LogServer) -> str:
 # -- kubectl logs ------------------------------------------------------------------------
 
 
-def test_logs_of_a_pod(server: LogServer, hello: str) -> None:
+def test_logs_of_a_pod(server: AgentServer, hello: str) -> None:
     out = logs(server, hello).stdout
     assert out == "line 1\nline 2\nline 3\nline 4\nline 5\noops\n"
     assert logs(server, hello, "-c", "main").stdout == out
 
 
-def test_tail(server: LogServer, hello: str) -> None:
+def test_tail(server: AgentServer, hello: str) -> None:
     assert logs(server, hello, "--tail=2").stdout == "line 5\noops\n"
     assert logs(server, hello, "--tail=0").stdout == ""
 
 
-def test_timestamps(server: LogServer, hello: str) -> None:
+def test_timestamps(server: AgentServer, hello: str) -> None:
     lines = logs(server, hello, "--timestamps").stdout.splitlines()
     assert len(lines) == 6
     matches = [TIMESTAMPED.match(line) for line in lines]
@@ -166,17 +102,17 @@ def test_timestamps(server: LogServer, hello: str) -> None:
                                                   "line 5", "oops"]
 
 
-def test_since(server: LogServer, hello: str) -> None:
+def test_since(server: AgentServer, hello: str) -> None:
     assert logs(server, hello, "--since=1h").stdout.count("\n") == 6
     future = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
     assert logs(server, hello, f"--since-time={future}").stdout == ""
 
 
-def test_limit_bytes(server: LogServer, hello: str) -> None:
+def test_limit_bytes(server: AgentServer, hello: str) -> None:
     assert logs(server, hello, "--limit-bytes=9").stdout == "line 1\nli"
 
 
-def test_follow_ends_when_the_container_exits(server: LogServer) -> None:
+def test_follow_ends_when_the_container_exits(server: AgentServer) -> None:
     apply_pod(server, "ticker", [container(
         "main", "for i in $(seq 1 10); do echo tick $i; sleep 0.2; done")], policy="Never")
     wait_phase(server, "ticker", "Running", "Succeeded")
@@ -192,7 +128,7 @@ def _agent_connections(port: int) -> int:
     return len(out.splitlines())
 
 
-def test_a_client_going_away_ends_the_follow_on_the_agent(server: LogServer,
+def test_a_client_going_away_ends_the_follow_on_the_agent(server: AgentServer,
                                                          hello: str) -> None:
     follower = subprocess.Popen(
         ["kubectl", "--kubeconfig", str(server.kubeconfig), "--cache-dir",
@@ -208,7 +144,7 @@ def test_a_client_going_away_ends_the_follow_on_the_agent(server: LogServer,
              "the API server to close its connection to the agent")
 
 
-def test_previous_after_a_restart(server: LogServer, hello: str) -> None:
+def test_previous_after_a_restart(server: AgentServer, hello: str) -> None:
     script = "read up _ < /proc/uptime; echo attempt $up; exit 1"
     apply_pod(server, "crasher", [container("main", script)])
     wait_for(lambda: (get_pod(server, "crasher").get("status", {})
@@ -222,7 +158,7 @@ def test_previous_after_a_restart(server: LogServer, hello: str) -> None:
             '"hello" not found') in result.stderr
 
 
-def test_several_containers(server: LogServer) -> None:
+def test_several_containers(server: AgentServer) -> None:
     apply_pod(server, "multi", [container("a", "echo from a; sleep 3600"),
                                 container("b", "echo from b; sleep 3600")],
               initContainers=[container("setup", "echo from setup")])
@@ -237,7 +173,7 @@ def test_several_containers(server: LogServer) -> None:
     assert logs(server, "multi", "-c", "setup").stdout == "from setup\n"
 
 
-def test_by_label(server: LogServer) -> None:
+def test_by_label(server: AgentServer) -> None:
     for name in ("lab-1", "lab-2"):
         apply_pod(server, name, [container("main", f"echo I am {name}; sleep 3600")],
                   labels={"app": "x"})
@@ -249,7 +185,7 @@ def test_by_label(server: LogServer) -> None:
     assert "[pod/lab-1/main] I am lab-1" in prefixed
 
 
-def test_errors(server: LogServer, hello: str) -> None:
+def test_errors(server: AgentServer, hello: str) -> None:
     result = logs(server, "nope", check=False)  # kubectl reads the pod itself first
     assert result.returncode == 1
     assert result.stderr.strip() == ('error: error from server (NotFound): pods "nope" not '
@@ -261,7 +197,7 @@ def test_errors(server: LogServer, hello: str) -> None:
     assert result.returncode == 1
 
 
-def test_a_container_waiting_to_start(server: LogServer) -> None:
+def test_a_container_waiting_to_start(server: AgentServer) -> None:
     apply_pod(server, "noimage", [{"name": "main", "image": "not-here:1",
                                    "imagePullPolicy": "Never"}])
     wait_for(lambda: ((get_pod(server, "noimage").get("status", {})
@@ -274,7 +210,7 @@ def test_a_container_waiting_to_start(server: LogServer) -> None:
                                      '"noimage" is waiting to start: ErrImageNeverPull')
 
 
-def test_an_unreachable_agent(server: LogServer) -> None:
+def test_an_unreachable_agent(server: AgentServer) -> None:
     port = free_port()
     node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "ghost"}}
     server.kubectl("apply", "-f", "-", input=json.dumps(node))
@@ -298,7 +234,7 @@ def test_an_unreachable_agent(server: LogServer) -> None:
 # -- the official Python client ------------------------------------------------------------
 
 
-def test_python_client(server: LogServer, hello: str) -> None:
+def test_python_client(server: AgentServer, hello: str) -> None:
     from kubernetes import client
     from kubernetes.client.rest import ApiException
 
@@ -342,7 +278,7 @@ def test_python_client(server: LogServer, hello: str) -> None:
 # -- the agent's server directly -----------------------------------------------------------
 
 
-def _kubelet_get(server: LogServer, path: str, *,
+def _kubelet_get(server: AgentServer, path: str, *,
                  cert: tuple[bytes, bytes] | None) -> tuple[int, str]:
     import http.client
     import tempfile
@@ -366,7 +302,7 @@ def _kubelet_get(server: LogServer, path: str, *,
             conn.close()
 
 
-def test_the_agent_server_requires_a_cluster_client_certificate(server: LogServer,
+def test_the_agent_server_requires_a_cluster_client_certificate(server: AgentServer,
                                                                 hello: str) -> None:
     from kubling.apiserver import pki
 

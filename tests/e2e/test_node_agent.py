@@ -13,80 +13,30 @@ import contextlib
 import ipaddress
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.agent_fixture import AgentServer, agent_server, wait_for
 from tests.server_fixture import REPO, KublingServer
-
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("runc") is None or shutil.which("conmon") is None,
-    reason="the node agent needs root, runc and conmon")
 
 POD_CIDR = ipaddress.ip_network("10.42.0.0/24")
 
 
-def nft_table_exists(name: str) -> bool:
-    out = subprocess.run(["nft", "list", "tables", "ip"], capture_output=True, text=True,
-                         check=False).stdout
-    return f"table ip {name}" in out.splitlines()
-
-
-def link_exists(name: str) -> bool:
-    return subprocess.run(["ip", "link", "show", name], capture_output=True,
-                          check=False).returncode == 0
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KublingServer]:
-    base = tmp_path_factory.mktemp("agent")
-    data_dir = base / "data"
-    subprocess.run([sys.executable, "-m", "kubling.cli.main", "image", "build", "busybox",
-                    "--data-dir", str(data_dir)], check=True, capture_output=True, cwd=REPO)
-    bridge_before = link_exists("kubling0")
-    table_before = nft_table_exists("kubling")
-    netns_before = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
-    srv = KublingServer(data_dir, agent=True,
-                        extra_args=["--cni-conf-dir", str(base / "cni")])
-    srv.start()
-    try:
-        wait_for(lambda: "Ready" in _node_ready(srv), 20, "the node to be Ready")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentServer]:
+    with agent_server(tmp_path_factory.mktemp("agent")) as srv:
         yield srv
-    finally:
-        if srv.process is not None:
-            srv.kubectl("delete", "pods", "--all", "--grace-period=1", "--wait=true",
-                        "--timeout=60s", check=False, timeout=90)
-        srv.stop()
-        if not table_before and nft_table_exists("kubling"):
-            subprocess.run(["nft", "delete", "table", "ip", "kubling"], check=False)
-        if not bridge_before and link_exists("kubling0"):
-            subprocess.run(["ip", "link", "del", "kubling0"], check=False)
-        netns_after = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
-        for name in netns_after - netns_before:
-            if name.startswith("kubling-"):
-                subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def _node_ready(srv: KublingServer) -> str:
@@ -241,6 +191,9 @@ def test_image_pull_failures_are_reported(server: KublingServer) -> None:
     text = wait_for(lambda: any(r in reason() for r in ("ErrImagePull", "ImagePullBackOff"))
                     and reason(), 40, "ErrImagePull")
     assert "busybox" in text or "docker.io" in text
+    failed = [e["message"] for e in events_for(server, "pull-latest") if e["reason"] == "Failed"]
+    assert any(m.startswith('Failed to pull image "busybox:latest": ') for m in failed), failed
+    assert "Error: ErrImagePull" in failed
     create_pod(server, "never-pull", "true", image="example.invalid/missing:1", pull="Never")
     wait_for(lambda: main_status(server, "never-pull").get("state", {}).get("waiting", {})
              .get("reason") == "ErrImageNeverPull", 20, "ErrImageNeverPull")

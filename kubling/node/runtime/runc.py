@@ -165,6 +165,42 @@ class Runtime:
             await _remove_cgroup(cgroup, container_id)
         self._remove_files(container_id)
 
+    async def exec(self, container_id: str, argv: list[str], *,
+                   timeout: float) -> tuple[int, bytes]:
+        """Run `argv` inside the running container (`runc exec`, the container's own env,
+        user and working directory) and return its exit code and combined output. After
+        `timeout` seconds the process is SIGKILLed (inside the container too: runc writes its
+        pid) and TimeoutError is raised, so a hung probe never piles up processes."""
+        if not argv:
+            raise ContainerRuntimeError("exec: no command given")
+        bundle = self.bundles / container_id
+        if not bundle.is_dir():
+            raise ContainerNotFoundError(f"container {container_id} not found in {self.root}")
+        pid_file = bundle / f"exec-{os.getpid()}-{time.monotonic_ns()}.pid"
+        args = [self._runc_path(), "--root", str(self.runc_root), "exec", "--tty=false",
+                "--pid-file", str(pid_file), container_id, *argv]
+        proc = await asyncio.create_subprocess_exec(
+            *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await asyncio.shield(proc.wait())
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                pid_file.unlink()
+        code = proc.returncode if proc.returncode is not None else -1
+        if code != 0 and b"does not exist" in out and not pid_file.exists():
+            state = await self._runc_state(container_id)
+            if state is None:
+                raise ContainerNotFoundError(f"container {container_id} does not exist")
+        return code, out
+
     # --- queries ----------------------------------------------------------------------
 
     async def state(self, container_id: str) -> ContainerState:

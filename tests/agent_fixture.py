@@ -1,0 +1,99 @@
+"""One agent-enabled ``kubling server`` for an end-to-end module, and the host it runs on.
+
+A node agent owns host-wide things — the ``kubling0`` bridge, the ``ip kubling`` nftables
+table, port 53 on the node IP, 10.42.0.0/24 — so the server runs inside this host's agent
+slot (``tests.server_fixture.AGENT_SLOT``) from before it starts until after its leftovers
+are removed; another test process waits its turn rather than sharing the bridge. Without
+root, runc or conmon the tests fail (``install.sh`` installs both) rather than skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.server_fixture import AGENT_SLOT, REPO, KublingServer, free_port
+
+
+def require_node_agent() -> None:
+    if os.geteuid() != 0 or shutil.which("runc") is None or shutil.which("conmon") is None:
+        pytest.fail("the node agent needs root, runc and conmon — run ./install.sh as root")
+
+
+def nft_table_exists(name: str) -> bool:
+    out = subprocess.run(["nft", "list", "tables", "ip"], capture_output=True, text=True,
+                         check=False).stdout
+    return f"table ip {name}" in out.splitlines()
+
+
+def link_exists(name: str) -> bool:
+    return subprocess.run(["ip", "link", "show", name], capture_output=True,
+                          check=False).returncode == 0
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def _netns() -> set[str]:
+    return set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+
+
+class AgentServer(KublingServer):
+    """A server with its node agent; ``kubelet_port`` is where the agent's HTTPS listens."""
+
+    kubelet_port: int
+
+
+@contextlib.contextmanager
+def agent_server(base: Path, *, extra_args: tuple[str, ...] = ()) -> Iterator[AgentServer]:
+    """Build busybox into a fresh data dir, start the server with its agent and wait for the
+    node to be Ready; afterwards delete every pod, stop the server and remove the bridge,
+    nft table and ``kubling-`` namespaces that were not there before."""
+    require_node_agent()
+    data_dir = base / "data"
+    subprocess.run([sys.executable, "-m", "kubling.cli.main", "image", "build", "busybox",
+                    "--data-dir", str(data_dir)], check=True, capture_output=True, cwd=REPO)
+    with AGENT_SLOT.held():
+        bridge_before = link_exists("kubling0")
+        table_before = nft_table_exists("kubling")
+        netns_before = _netns()
+        kubelet_port = free_port()
+        srv = AgentServer(data_dir, agent=True,
+                          extra_args=["--cni-conf-dir", str(base / "cni"),
+                                      "--kubelet-port", str(kubelet_port), *extra_args])
+        srv.kubelet_port = kubelet_port
+        try:
+            srv.start()
+            wait_for(lambda: "Ready" in srv.kubectl("get", "nodes", "--no-headers",
+                                                    check=False).stdout,
+                     20, "the node to be Ready")
+            yield srv
+        finally:
+            if srv.process is not None:
+                srv.kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period=1",
+                            "--wait=true", "--timeout=60s", check=False, timeout=90)
+            srv.stop()
+            if not table_before and nft_table_exists("kubling"):
+                subprocess.run(["nft", "delete", "table", "ip", "kubling"], check=False)
+            if not bridge_before and link_exists("kubling0"):
+                subprocess.run(["ip", "link", "del", "kubling0"], check=False)
+            for name in _netns() - netns_before:
+                if name.startswith("kubling-"):
+                    subprocess.run(["ip", "netns", "del", name], check=False)

@@ -270,8 +270,7 @@ def _check_object(value: dict[str, Any], schema: Schema, path: str,
             _validate(child, extra, f"{path}[{key}]" if path else key, errors)
     max_props, min_props = schema.get("maxProperties"), schema.get("minProperties")
     if isinstance(max_props, int) and len(value) > max_props:
-        errors.append(field.FieldError(field.ErrorType.TOO_MANY, path,
-                                       f"must have at most {max_props} items", len(value)))
+        errors.append(field.too_many(path, len(value), max_props))
     if isinstance(min_props, int) and len(value) < min_props:
         errors.append(field.invalid(path, len(value),
                                     f"{path} in body should have at least {min_props} properties"))
@@ -281,8 +280,7 @@ def _check_array(value: list[Any], schema: Schema, path: str,
                  errors: list[field.FieldError]) -> None:
     max_items, min_items = schema.get("maxItems"), schema.get("minItems")
     if isinstance(max_items, int) and len(value) > max_items:
-        errors.append(field.FieldError(field.ErrorType.TOO_MANY, path,
-                                       f"must have at most {max_items} items", len(value)))
+        errors.append(field.too_many(path, len(value), max_items))
     if isinstance(min_items, int) and len(value) < min_items:
         errors.append(field.invalid(path, len(value),
                                     f"{path} in body should have at least {min_items} items"))

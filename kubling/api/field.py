@@ -84,6 +84,7 @@ class FieldError:
             ErrorType.DUPLICATE,
             ErrorType.NOT_FOUND,
             ErrorType.TYPE_INVALID,
+            ErrorType.TOO_MANY,
         ):
             text += ": " + render_value(self.value)
         if self.detail:
@@ -117,6 +118,11 @@ def not_supported(field: str, value: Any, supported: list[str]) -> FieldError:
 
 def too_long(field: str, max_length: int) -> FieldError:
     return FieldError(ErrorType.TOO_LONG, field, f"may not be more than {max_length} bytes")
+
+
+def too_many(field: str, actual: int, max_items: int) -> FieldError:
+    """``Too many: 21: must have at most 20 items``, as upstream words it."""
+    return FieldError(ErrorType.TOO_MANY, field, f"must have at most {max_items} items", actual)
 
 
 def immutable(field: str, value: Any = _NO_VALUE) -> FieldError:

@@ -77,6 +77,15 @@ def labels_of(obj: Object) -> dict[str, str]:
     return {}
 
 
+def annotations_of(obj: Object) -> dict[str, str]:
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        annotations = meta.get("annotations")
+        if isinstance(annotations, dict):
+            return annotations
+    return {}
+
+
 def split_api_version(api_version: str) -> tuple[str, str]:
     """``apps/v1`` → (``apps``, ``v1``); ``v1`` → (``""``, ``v1``)."""
     group, _, version = api_version.rpartition("/")

@@ -228,30 +228,40 @@ class JobController:
         for name in ("active", "succeeded", "failed"):
             if not status.get(name):
                 status.pop(name, None)
-        for name in ("completedIndexes", "failedIndexes"):
-            if not status.get(name):
-                status.pop(name, None)
+        if not status.get("completedIndexes"):
+            status.pop("completedIndexes", None)
+        if not js.has_backoff_limit_per_index(job) and not status.get("failedIndexes"):
+            status.pop("failedIndexes", None)  # a per-index Job shows "" as upstream
         updated: Object = await self.jobs_api.update_status(job)
         self.written.wrote(key, job, updated)
         return updated
 
-    async def create_pods(self, key: str, job: Object,
-                          indexes: list[int | None]) -> tuple[int, Exception | None]:
+    async def create_pods(self, key: str, job: Object, indexes: list[int | None], *,
+                          replacing: dict[int, Object] | None = None,
+                          ) -> tuple[int, Exception | None]:
         """Create one pod per entry (an index or ``None``) in slow-start batches; the
-        expectation is raised first and lowered for every pod not created."""
+        expectation is raised first and lowered for every pod not created. ``replacing``
+        names, per index, the failed pod a new one replaces."""
         self.expectations.expect_creations(key, len(indexes))
         pending = iter(indexes)
-        created, error = await podcontrol.slow_start_batch(
-            len(indexes), 1, lambda: self._create_pod(job, next(pending)))
+        replaced = replacing or {}
+
+        def create_next() -> Awaitable[None]:
+            index = next(pending)
+            return self._create_pod(job, index,
+                                    replaced.get(index) if index is not None else None)
+
+        created, error = await podcontrol.slow_start_batch(len(indexes), 1, create_next)
         for _ in range(len(indexes) - created):
             self.expectations.creation_observed(key)
         if error is not None and podcontrol.namespace_terminating(error):
             return created, None  # every later create would fail the same way
         return created, error
 
-    async def _create_pod(self, job: Object, index: int | None) -> None:
+    async def _create_pod(self, job: Object, index: int | None,
+                          replacing: Object | None) -> None:
         try:
-            pod = await self.pods_api.create(jp.new_pod(job, index),
+            pod = await self.pods_api.create(jp.new_pod(job, index, replacing),
                                              namespace=meta.namespace_of(job))
         except rest.ApiError as err:
             if not podcontrol.namespace_terminating(err):

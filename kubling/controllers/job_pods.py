@@ -41,11 +41,13 @@ def _add_index_env(container: dict[str, Any]) -> None:
                 "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}})
 
 
-def new_pod(job: Object, index: int | None = None) -> Object:
+def new_pod(job: Object, index: int | None = None, replacing: Object | None = None) -> Object:
     """A pod from the Job's template (upstream ``GetPodFromTemplate``) plus the Job's
     additions: the tracking finalizer (so a finished pod cannot vanish before the Job
     counted it) and, for an Indexed Job, the completion index as annotation, label,
-    ``JOB_COMPLETION_INDEX`` (through the downward API) and hostname ``<job>-<index>``."""
+    ``JOB_COMPLETION_INDEX`` (through the downward API) and hostname ``<job>-<index>``.
+    With ``backoffLimitPerIndex`` the pod also carries its index's failure counts, one
+    more than the failed pod it is ``replacing``."""
     name = meta.name_of(job)
     template = copy.deepcopy((job.get("spec") or {}).get("template") or {})
     generate_name = f"{name}-"
@@ -59,7 +61,13 @@ def new_pod(job: Object, index: int | None = None) -> Object:
             for container in pod_spec.get(key) or []:
                 if isinstance(container, dict):
                     _add_index_env(container)
-        tmeta.setdefault("annotations", {})[js.COMPLETION_INDEX_ANNOTATION] = str(index)
+        annotations: dict[str, str] = tmeta.setdefault("annotations", {})
+        annotations[js.COMPLETION_INDEX_ANNOTATION] = str(index)
+        if js.has_backoff_limit_per_index(job):
+            counted, ignored = js.replacement_failure_counts(job, replacing)
+            annotations[js.INDEX_FAILURE_COUNT_ANNOTATION] = str(counted)
+            if ignored:
+                annotations[js.INDEX_IGNORED_FAILURE_COUNT_ANNOTATION] = str(ignored)
         tmeta.setdefault("labels", {})[js.COMPLETION_INDEX_ANNOTATION] = str(index)
         pod_spec["hostname"] = f"{name}-{index}"
         generate_name = _index_generate_name(name, index)
@@ -106,11 +114,12 @@ def pods_for_removal(job: Object, active: list[Object], at_least: int,
 
 
 def pending_indexes(job: Object, succeeded: set[int], pods: Iterable[Object],
-                    count: int) -> list[int]:
-    """The first ``count`` indexes below ``completions`` that neither succeeded nor have a
-    pod at work (a terminating one counts as at work when only failed pods are replaced)."""
+                    count: int, failed: set[int] | None = None) -> list[int]:
+    """The first ``count`` indexes below ``completions`` that neither succeeded, nor failed
+    for good, nor have a pod at work (a terminating one counts as at work when only failed
+    pods are replaced)."""
     completions = int((job.get("spec") or {}).get("completions") or 0)
-    taken = set(succeeded)
+    taken = set(succeeded) | (failed or set())
     keep_terminating = js.only_replace_failed(job)
     for pod in pods:
         ix = js.completion_index(pod)
@@ -124,6 +133,30 @@ def pending_indexes(job: Object, succeeded: set[int], pods: Iterable[Object],
         if ix not in taken:
             found.append(ix)
     return found
+
+
+def pods_awaiting_replacement(job: Object, pods: Iterable[Object], succeeded: set[int],
+                              failed: set[int], now: float) -> dict[int, Object]:
+    """Per index still to run, its latest failed pod, kept (finalizer on) until the
+    replacement exists so that the replacement can carry the failure count on
+    (``getPodsWithDelayedDeletionPerIndex``)."""
+    pods = list(pods)
+    completions = int((job.get("spec") or {}).get("completions") or 0)
+    active = {ix for p in pods if js.is_active(p) and (ix := js.completion_index(p)) is not None}
+    latest: dict[int, Object] = {}
+    for pod in pods:
+        ix = js.completion_index(pod)
+        if (ix is None or ix >= completions or not js.has_tracking_finalizer(pod)
+                or not js.is_pod_failed(pod, job) or ix in succeeded or ix in failed
+                or ix in active):
+            continue
+        previous = latest.get(ix)
+        if previous is None or (sum(js.index_failure_counts(previous))
+                                <= sum(js.index_failure_counts(pod))
+                                and js.finished_time(pod, now)
+                                >= js.finished_time(previous, now)):
+            latest[ix] = pod
+    return latest
 
 
 # -- expectations ----------------------------------------------------------------------

@@ -19,6 +19,10 @@ from kubling.controllers import podcontrol
 JOB_TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"
+#: Failures of an index so far, carried from a failed pod to its replacement
+#: (``backoffLimitPerIndex``); failures a pod failure policy ignored are counted apart.
+INDEX_FAILURE_COUNT_ANNOTATION = "batch.kubernetes.io/job-index-failure-count"
+INDEX_IGNORED_FAILURE_COUNT_ANNOTATION = "batch.kubernetes.io/job-index-ignored-failure-count"
 #: ``spec.managedBy`` of Jobs this controller reconciles (absent means the same).
 JOB_CONTROLLER_NAME = "kubernetes.io/job-controller"
 
@@ -36,6 +40,11 @@ REASON_BACKOFF_LIMIT = "BackoffLimitExceeded"
 REASON_DEADLINE = "DeadlineExceeded"
 REASON_POD_FAILURE_POLICY = "PodFailurePolicy"
 REASON_COMPLETIONS_REACHED = "CompletionsReached"
+REASON_MAX_FAILED_INDEXES = "MaxFailedIndexesExceeded"
+REASON_FAILED_INDEXES = "FailedIndexes"
+REASON_SUCCESS_POLICY = "SuccessPolicy"
+MESSAGE_MAX_FAILED_INDEXES = "Job has exceeded the specified maximal number of failed indexes"
+MESSAGE_FAILED_INDEXES = "Job has failed indexes"
 MESSAGE_BACKOFF_LIMIT = "Job has reached the specified backoff limit"
 MESSAGE_DEADLINE = "Job was active longer than specified deadline"
 MESSAGE_COMPLETIONS_REACHED = "Reached expected number of succeeded pods"
@@ -119,7 +128,7 @@ def parse_indexes(text: Any, completions: int) -> set[int]:
 
 
 def format_indexes(indexes: Iterable[int]) -> str:
-    """Sorted indexes as ranges: {1, 3, 4, 5} → ``"1,3-5"``."""
+    """Sorted indexes as ranges: {1, 3, 4, 5} → ``"1,3-5"``, {1, 2} → ``"1,2"``."""
     parts: list[str] = []
     ordered = sorted(set(indexes))
     i = 0
@@ -127,7 +136,10 @@ def format_indexes(indexes: Iterable[int]) -> str:
         j = i
         while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
             j += 1
-        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        if i == j:
+            parts.append(str(ordered[i]))
+        else:  # two neighbours are listed, longer runs are ranges (upstream's String())
+            parts.append(f"{ordered[i]}{',' if j == i + 1 else '-'}{ordered[j]}")
         i = j + 1
     return ",".join(parts)
 
@@ -185,8 +197,10 @@ def is_pod_failed(pod: Object, job: Object) -> bool:
 
 
 def finished_time(pod: Object, default: float) -> float:
-    """When the pod finished (seconds since the epoch): its containers' latest
-    ``finishedAt``, else ``default``."""
+    """When the pod finished (seconds since the epoch), as upstream's ``getFinishedTime``
+    reads it: its containers' latest ``finishedAt``, else when it stopped being Ready,
+    else its deletion time less the grace period, else its creation; ``default`` only for
+    a pod with none of these."""
     status = pod.get("status") or {}
     latest: float | None = None
     for key in ("containerStatuses", "initContainerStatuses"):
@@ -195,7 +209,18 @@ def finished_time(pod: Object, default: float) -> float:
             at = podcontrol.parse_time(terminated.get("finishedAt"))
             if at is not None and (latest is None or at > latest):
                 latest = at
-    return latest or default
+    if latest is not None:
+        return latest
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Ready" and cond.get("status") == "False":
+            at = podcontrol.parse_time(cond.get("lastTransitionTime"))
+            if at is not None:
+                return at
+    md = pod.get("metadata") or {}
+    deleted = podcontrol.parse_time(md.get("deletionTimestamp"))
+    if deleted is not None:
+        return deleted - float(md.get("deletionGracePeriodSeconds") or 0)
+    return podcontrol.parse_time(md.get("creationTimestamp")) or default
 
 
 def restart_count(pod: Object) -> int:
@@ -293,7 +318,106 @@ def fail_job_message(job: Object, pods: Iterable[Object]) -> str | None:
     return None
 
 
+# -- per-index failures and success policies ---------------------------------------------
+
+
+def has_backoff_limit_per_index(job: Object) -> bool:
+    return (job.get("spec") or {}).get("backoffLimitPerIndex") is not None
+
+
+def _count_annotation(pod: Object, key: str) -> int:
+    """A failure-count annotation; garbage (a user may write anything) reads as 0."""
+    text = meta.annotations_of(pod).get(key)
+    try:
+        value = int(str(text))
+    except ValueError:
+        return 0
+    return value if 0 <= value <= 2**31 - 1 else 0
+
+
+def index_failure_counts(pod: Object) -> tuple[int, int]:
+    """(counted, ignored) failures of the pod's index before this pod."""
+    return (_count_annotation(pod, INDEX_FAILURE_COUNT_ANNOTATION),
+            _count_annotation(pod, INDEX_IGNORED_FAILURE_COUNT_ANNOTATION))
+
+
+def replacement_failure_counts(job: Object, failed_pod: Object | None) -> tuple[int, int]:
+    """The counts a replacement for ``failed_pod`` starts with: its own plus its failure,
+    counted or ignored as the pod failure policy says (``getNewIndexFailureCounts``)."""
+    if failed_pod is None:
+        return 0, 0
+    counted, ignored = index_failure_counts(failed_pod)
+    policy = (job.get("spec") or {}).get("podFailurePolicy")
+    if policy is not None and not match_pod_failure_policy(policy, failed_pod).count_failed:
+        return counted, ignored + 1
+    return counted + 1, ignored
+
+
+def is_index_failed(job: Object, pod: Object) -> bool:
+    """Does this failed pod fail its whole index? A ``FailIndex`` rule says so at once;
+    otherwise a counted failure when the index already failed ``backoffLimitPerIndex``
+    times (``isIndexFailed``)."""
+    if not is_pod_failed(pod, job):
+        return False
+    spec = job.get("spec") or {}
+    policy = spec.get("podFailurePolicy")
+    if policy is not None:
+        verdict = match_pod_failure_policy(policy, pod)
+        if verdict.action == "FailIndex":
+            return True
+        if not verdict.count_failed:
+            return False
+    return index_failure_counts(pod)[0] >= int(spec.get("backoffLimitPerIndex") or 0)
+
+
+def failed_indexes(job: Object, pods: Iterable[Object]) -> set[int]:
+    """Indexes in ``status.failedIndexes`` plus those failed since (pods still holding
+    the tracking finalizer)."""
+    completions = int((job.get("spec") or {}).get("completions") or 0)
+    found = parse_indexes((job.get("status") or {}).get("failedIndexes"), completions)
+    for pod in pods:
+        ix = completion_index(pod)
+        if (ix is not None and ix < completions and has_tracking_finalizer(pod)
+                and is_index_failed(job, pod)):
+            found.add(ix)
+    return found
+
+
+def match_success_policy(job: Object, succeeded: set[int]) -> str | None:
+    """The message of the first success policy rule the succeeded indexes meet
+    (``Matched rules at index N``), or ``None``."""
+    spec = job.get("spec") or {}
+    policy = spec.get("successPolicy")
+    if not isinstance(policy, dict) or not succeeded:
+        return None
+    completions = int(spec.get("completions") or 0)
+    for position, rule in enumerate(policy.get("rules") or []):
+        if not isinstance(rule, dict):
+            continue
+        wanted_text, count = rule.get("succeededIndexes"), rule.get("succeededCount")
+        if wanted_text is not None:
+            wanted = parse_indexes(wanted_text, completions)
+            if not wanted:
+                continue
+            done = len(wanted & succeeded)
+            met = done >= int(count) if count is not None else done == len(wanted)
+        else:
+            met = count is not None and len(succeeded) >= int(count)
+        if met:
+            return f"Matched rules at index {position}"
+    return None
+
+
 # -- backoff ---------------------------------------------------------------------------
+
+
+def backoff_remaining(failures: int, last_failure: float | None, now: float) -> float:
+    """Seconds until a replacement may start after ``failures`` consecutive failures, the
+    latest at ``last_failure``: 10 s doubling per failure, capped at 6 min."""
+    if failures <= 0 or last_failure is None:
+        return 0.0
+    delay = min(DEFAULT_BACKOFF * 2.0 ** min(failures - 1, 30), MAX_BACKOFF)
+    return max(0.0, delay - (now - last_failure))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,8 +442,4 @@ class BackoffRecord:
 
     def remaining(self, now: float) -> float:
         """Seconds to wait before creating a replacement pod (0 when none)."""
-        if self.failures == 0 or self.last_failure is None:
-            return 0.0
-        delay = min(DEFAULT_BACKOFF * 2.0 ** min(self.failures - 1, 30), MAX_BACKOFF)
-        elapsed = now - self.last_failure
-        return max(0.0, delay - elapsed)
+        return backoff_remaining(self.failures, self.last_failure, now)

@@ -46,6 +46,11 @@ class JobSync:
         self.active_pods = [p for p in self.pods if js.is_active(p)]
         self.terminating = sum(1 for p in self.pods if js.is_terminating(p))
         self.succeeded_indexes: set[int] = set()
+        self.per_index = js.has_backoff_limit_per_index(job)
+        #: Indexes failed for good (``backoffLimitPerIndex``); None for other Jobs.
+        self.failed_indexes: set[int] | None = None
+        #: Per index, the failed pod whose replacement inherits its failure count.
+        self.awaiting: dict[int, Object] = {}
         self.requeue: float | None = None
         self.backoff = controller.backoff.get(key, js.BackoffRecord())
 
@@ -113,6 +118,17 @@ class JobSync:
                 if js.phase(p) == "Succeeded" and (ix := js.completion_index(p)) is not None
                 and ix < completions}
             succeeded = len(self.succeeded_indexes)
+            if self.per_index:
+                self.failed_indexes = js.failed_indexes(self.job, self.pods)
+                if finished is None:
+                    finished = self._per_index_condition()
+                self.awaiting = jp.pods_awaiting_replacement(
+                    self.job, self.pods, self.succeeded_indexes, self.failed_indexes, self.now)
+            if finished is None:
+                message = js.match_success_policy(self.job, self.succeeded_indexes)
+                if message is not None:
+                    finished = js.Condition(js.SUCCESS_CRITERIA_MET, js.REASON_SUCCESS_POLICY,
+                                            message)
 
         active = len(self.active_pods)
         suspend_changed = False
@@ -176,6 +192,39 @@ class JobSync:
             self._requeue_in(left)
         return None
 
+    def _per_index_condition(self) -> js.Condition | None:
+        """Too many indexes failed, or every index is done and some failed."""
+        failed = len(self.failed_indexes or ())
+        max_failed = self.spec.get("maxFailedIndexes")
+        if max_failed is not None and failed > int(max_failed):
+            return js.Condition(js.FAILURE_TARGET, js.REASON_MAX_FAILED_INDEXES,
+                                js.MESSAGE_MAX_FAILED_INDEXES)
+        if failed > 0 and failed + len(self.succeeded_indexes) >= (self.completions or 0):
+            return js.Condition(js.FAILURE_TARGET, js.REASON_FAILED_INDEXES,
+                                js.MESSAGE_FAILED_INDEXES)
+        return None
+
+    def _awaits_replacement(self, pod: Object) -> bool:
+        ix = js.completion_index(pod)
+        kept = self.awaiting.get(ix) if ix is not None else None
+        return kept is not None and js.uid_of(kept) == js.uid_of(pod)
+
+    def _ready_indexes(self, indexes: list[int]) -> list[int]:
+        """With ``backoffLimitPerIndex`` each index backs off on its own failures: the
+        indexes whose backoff is over (requeueing for the soonest of the others)."""
+        ready: list[int] = []
+        for ix in indexes:
+            last = self.awaiting.get(ix)
+            left = 0.0
+            if last is not None:
+                left = js.backoff_remaining(sum(js.index_failure_counts(last)) + 1,
+                                            js.finished_time(last, self.now), self.now)
+            if left > 0:
+                self._requeue_in(left)
+            else:
+                ready.append(ix)
+        return ready
+
     def _past_backoff_limit_on_failure(self, backoff_limit: int) -> bool:
         """With ``restartPolicy: OnFailure`` failures are container restarts, not pods."""
         template_spec = (self.spec.get("template") or {}).get("spec") or {}
@@ -237,20 +286,22 @@ class JobSync:
         missing = want - held - active
         if missing <= 0:
             return active, ready, None
-        wait = self.backoff.remaining(self.now)
+        wait = 0.0 if self.per_index else self.backoff.remaining(self.now)
         if wait > 0:
             self._requeue_in(wait)
             return active, ready, None
         missing = min(missing, jp.MAX_POD_CHANGES_PER_SYNC)
         indexes: list[int | None]
         if self.indexed:
-            indexes = list(jp.pending_indexes(self.job, self.succeeded_indexes, self.pods,
-                                              missing))
+            pending = jp.pending_indexes(self.job, self.succeeded_indexes, self.pods, missing,
+                                         self.failed_indexes)
+            indexes = list(self._ready_indexes(pending) if self.per_index else pending)
         else:
             indexes = [None] * missing
         if not indexes:
             return active, ready, None
-        created, error = await self.ctl.create_pods(self.key, self.job, indexes)
+        created, error = await self.ctl.create_pods(self.key, self.job, indexes,
+                                                    replacing=self.awaiting)
         return active + created, ready, error
 
     # -- trackJobStatusAndRemoveFinalizers -----------------------------------------------
@@ -274,6 +325,8 @@ class JobSync:
             succeeded = js.phase(pod) == "Succeeded"
             if not (job_deleting or finished is not None or succeeded or pod_failed):
                 continue
+            if not (job_deleting or finished is not None) and self._awaits_replacement(pod):
+                continue  # its replacement must read its failure count first
             to_release.append(pod)
             if succeeded and uid not in uncounted_f:
                 if not self.indexed and uid not in uncounted_s:
@@ -292,6 +345,11 @@ class JobSync:
                 needs_flush = True
             status["completedIndexes"] = text
             status["succeeded"] = len(self.succeeded_indexes)
+            if self.failed_indexes is not None:
+                text = js.format_indexes(self.failed_indexes)
+                if text != status.get("failedIndexes"):
+                    needs_flush = True
+                status["failedIndexes"] = text
         status["uncountedTerminatedPods"] = _uncounted(new_s, new_f)
         if finished is not None and finished.type in (js.FAILURE_TARGET,
                                                       js.SUCCESS_CRITERIA_MET):

@@ -166,8 +166,10 @@ def test_backoff_limit_fails_the_job_after_exponential_delays(server: KublingSer
             clock.advance(9)
             await settle()
             assert await job_pods(client, ns, name, active_only=True) == []
-            clock.advance(2)
-            second = (await wait_for(lambda: job_pods(client, ns, name, active_only=True)))[0]
+            # The pod has no finishedAt (no kubelet), so its failure dates from its creation,
+            # up to a second before the controller's clock started: step until it is due.
+            second = (await wait_for(lambda: job_pods(client, ns, name, active_only=True),
+                                     clock=clock, step=0.5))[0]
             await finish(client, second, "Failed")
 
             async def failed() -> dict[str, Any] | None:
@@ -345,6 +347,7 @@ def test_pod_failure_policy_fail_job_and_ignore(server: KublingServer) -> None:
 
 def test_indexes_and_backoff_helpers() -> None:
     assert job_status.format_indexes([5, 1, 3, 4]) == "1,3-5"
+    assert job_status.format_indexes([7, 8, 1]) == "1,7,8"
     assert job_status.parse_indexes("1,3-5,9", 6) == {1, 3, 4, 5}
     record = job_status.BackoffRecord().next([], [100.0])
     assert record.remaining(100.0) == 10.0

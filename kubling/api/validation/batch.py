@@ -11,7 +11,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kubling.api.field import FieldError, Path, immutable, invalid, not_supported, required
+from kubling.api.field import (
+    FieldError,
+    Path,
+    immutable,
+    invalid,
+    not_supported,
+    required,
+    too_long,
+    too_many,
+)
 from kubling.api.names import validate_annotations, validate_labels
 from kubling.api.validation import _common as c
 from kubling.api.validation.pods import validate_pod_template_spec
@@ -147,6 +156,15 @@ def _validate_schedule(spec: Obj, path: Path) -> Errs:
 # -- jobs ------------------------------------------------------------------------------------
 
 
+#: Upstream's limits for Indexed Jobs and their per-index failure handling.
+_MAX_PARALLELISM_INDEXED = 100_000
+_MAX_FAILED_INDEXES = 100_000
+_COMPLETIONS_SOFT_LIMIT = 100_000
+_HIGH_COMPLETIONS_LIMIT = 10_000  # parallelism and maxFailedIndexes above the soft limit
+_MAX_SUCCESS_POLICY_RULES = 20
+_MAX_SUCCEEDED_INDEXES_LENGTH = 64 * 1024
+
+
 def _validate_job_counts(spec: Obj, path: Path) -> Errs:
     errs: Errs = []
     for key in (
@@ -155,8 +173,125 @@ def _validate_job_counts(spec: Obj, path: Path) -> Errs:
         "activeDeadlineSeconds",
         "backoffLimit",
         "ttlSecondsAfterFinished",
+        "backoffLimitPerIndex",
+        "maxFailedIndexes",
     ):
         errs.extend(c.nonnegative(spec.get(key), path.child(key)))
+    if spec.get("maxFailedIndexes") is not None and spec.get("backoffLimitPerIndex") is None:
+        errs.append(required(str(path.child("backoffLimitPerIndex")),
+                             "when maxFailedIndexes is specified"))
+    return errs
+
+
+def _int(value: Any) -> int | None:
+    return value if c.is_int(value) else None
+
+
+def _validate_indexed(spec: Obj, path: Path) -> Errs:
+    """Limits of an Indexed Job; per-index fields and success policies need one."""
+    errs: Errs = []
+    completions, parallelism = _int(spec.get("completions")), _int(spec.get("parallelism"))
+    max_failed, per_index = _int(spec.get("maxFailedIndexes")), spec.get("backoffLimitPerIndex")
+    if spec.get("completionMode") != "Indexed":
+        for key in ("backoffLimitPerIndex", "maxFailedIndexes"):
+            if spec.get(key) is not None:
+                errs.append(invalid(str(path.child(key)), spec.get(key),
+                                    "requires indexed completion mode"))
+        if spec.get("successPolicy") is not None:
+            errs.append(invalid(str(path.child("successPolicy")), spec.get("successPolicy"),
+                                "requires indexed completion mode"))
+        return errs
+    if parallelism is not None and parallelism > _MAX_PARALLELISM_INDEXED:
+        errs.append(invalid(str(path.child("parallelism")), parallelism,
+                            f"must be less than or equal to {_MAX_PARALLELISM_INDEXED} when "
+                            "completion mode is Indexed"))
+    if max_failed is not None:
+        if completions is not None and max_failed > completions:
+            errs.append(invalid(str(path.child("maxFailedIndexes")), max_failed,
+                                "must be less than or equal to completions"))
+        if max_failed > _MAX_FAILED_INDEXES:
+            errs.append(invalid(str(path.child("maxFailedIndexes")), max_failed,
+                                f"must be less than or equal to {_MAX_FAILED_INDEXES}"))
+    if completions is not None and completions > _COMPLETIONS_SOFT_LIMIT and per_index is not None:
+        high = (f"must be less than or equal to {_HIGH_COMPLETIONS_LIMIT} when completions are "
+                f"above {_COMPLETIONS_SOFT_LIMIT} and used with backoff limit per index")
+        if max_failed is None:
+            errs.append(required(str(path.child("maxFailedIndexes")),
+                                 f"must be specified when completions is above "
+                                 f"{_COMPLETIONS_SOFT_LIMIT}"))
+        if parallelism is not None and parallelism > _HIGH_COMPLETIONS_LIMIT:
+            errs.append(invalid(str(path.child("parallelism")), parallelism, high))
+        if max_failed is not None and max_failed > _HIGH_COMPLETIONS_LIMIT:
+            errs.append(invalid(str(path.child("maxFailedIndexes")), max_failed, high))
+    if isinstance(spec.get("successPolicy"), dict) and completions is not None:
+        errs.extend(_validate_success_policy(spec["successPolicy"], completions,
+                                             path.child("successPolicy")))
+    return errs
+
+
+def parse_index_intervals(text: str, completions: int) -> int:
+    """How many indexes ``"0,2-4"`` names; ValueError (upstream's wording) when the text is
+    malformed, out of order, or names an index not below ``completions``."""
+    total, last = 0, -1
+    for fragment in text.split(",") if text else []:
+        limits = fragment.split("-")
+        if len(limits) > 2:
+            raise ValueError(f'the fragment "{fragment}" violates the requirement that an '
+                             "index interval can have at most two parts separated by '-'")
+        bounds: list[int] = []
+        for limit in limits:
+            if not re.fullmatch(r"[+-]?\d+", limit):
+                raise ValueError(f'cannot convert string to integer for index: "{limit}"')
+            if int(limit) >= completions:
+                raise ValueError(f'too large index: "{limit}"')
+            bounds.append(int(limit))
+        first, end = bounds[0], bounds[-1]
+        if len(bounds) == 2 and first >= end:
+            raise ValueError(f"non-increasing order, previous: {first}, current: {end}")
+        if last >= first:
+            raise ValueError(f"non-increasing order, previous: {last}, current: {first}")
+        total += end - first + 1
+        last = end
+    return total
+
+
+def _validate_success_policy(policy: Obj, completions: int, path: Path) -> Errs:
+    errs: Errs = []
+    rules = policy.get("rules")
+    rules_path = path.child("rules")
+    if not rules:
+        return [required(str(rules_path),
+                         "at least one rules must be specified when the successPolicy is "
+                         "specified")]
+    if isinstance(rules, list) and len(rules) > _MAX_SUCCESS_POLICY_RULES:
+        errs.append(too_many(str(rules_path), len(rules), _MAX_SUCCESS_POLICY_RULES))
+    for i, rule in enumerate(c.dicts(policy, "rules")):
+        rule_path = rules_path.index(i)
+        indexes, count = rule.get("succeededIndexes"), _int(rule.get("succeededCount"))
+        if indexes is None and count is None:
+            errs.append(required(str(rule_path), "at least one of succeededCount or "
+                                                 "succeededIndexes must be specified"))
+        total = 0
+        if isinstance(indexes, str):
+            indexes_path = rule_path.child("succeededIndexes")
+            if len(indexes) > _MAX_SUCCEEDED_INDEXES_LENGTH:
+                errs.append(too_long(str(indexes_path), _MAX_SUCCEEDED_INDEXES_LENGTH))
+            try:
+                total = parse_index_intervals(indexes, completions)
+            except ValueError as err:
+                errs.append(invalid(str(indexes_path), indexes,
+                                    f"error parsing succeededIndexes: {err}"))
+        if count is not None:
+            count_path = rule_path.child("succeededCount")
+            errs.extend(c.nonnegative(count, count_path))
+            if count > completions:
+                errs.append(invalid(str(count_path), count,
+                                    f"must be less than or equal to {completions} (the number "
+                                    "of specified completions)"))
+            if isinstance(indexes, str) and count > total:
+                errs.append(invalid(str(count_path), count,
+                                    f"must be less than or equal to {total} (the number of "
+                                    "indexes in the specified succeededIndexes field)"))
     return errs
 
 
@@ -192,6 +327,7 @@ def _validate_job_template(spec: Obj, path: Path) -> Errs:
 def _validate_job_spec(spec: Obj, path: Path) -> Errs:
     errs = _validate_job_counts(spec, path)
     errs.extend(_validate_modes(spec, path))
+    errs.extend(_validate_indexed(spec, path))
     errs.extend(_validate_job_template(spec, path))
     return errs
 
@@ -244,7 +380,8 @@ def validate_job_update(new: Obj, old: Obj) -> Errs:
     """Selector, template and shape are fixed once a Job exists."""
     new_spec, old_spec = c.sub(new, "spec"), c.sub(old, "spec")
     errs: Errs = []
-    fixed = ["selector", "completionMode", "backoffLimitPerIndex", "podFailurePolicy"]
+    fixed = ["selector", "completionMode", "backoffLimitPerIndex", "podFailurePolicy",
+             "successPolicy", "managedBy"]
     if not _completions_mutable(new_spec):
         fixed.append("completions")
     for key in fixed:

@@ -39,6 +39,7 @@ from kubling.scheduler.interface import (
     Status,
 )
 from kubling.scheduler.nodeinfo import NodeInfo, PodInfo
+from kubling.scheduler.owners import OwnerSelectors
 from kubling.scheduler.snapshot import Snapshot
 
 # The extension-point protocols live in ``interface`` (plugins import only that); they are
@@ -187,6 +188,8 @@ class Framework:
 
         self.profile = profile or Profile()
         self.rng = rng or random.Random()
+        #: Set by the scheduler once its Service and controller caches run.
+        self.owner_selectors: OwnerSelectors | None = None
         registry = plugins.REGISTRY if registry is None else registry
         specs = self.profile.plugins if self.profile.plugins is not None else plugins.DEFAULTS
         self.plugins: list[Plugin] = []

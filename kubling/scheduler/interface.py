@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from kubling.scheduler.nodeinfo import NodeInfo, PodInfo
+    from kubling.scheduler.owners import OwnerSelectors
     from kubling.scheduler.snapshot import Snapshot
 
 __all__ = [
@@ -215,7 +216,10 @@ class NormalizeScorePlugin(Plugin, Protocol):
 
 
 class Handle(Protocol):
-    """What a plugin may ask of the framework that built it (preemption re-runs filters)."""
+    """What a plugin may ask of the framework that built it (preemption re-runs filters,
+    default spreading asks what owns a pod: ``None`` until the scheduler's caches exist)."""
+
+    owner_selectors: OwnerSelectors | None
 
     def run_filter_plugins_with_nominated_pods(
         self, state: CycleState, pod: PodInfo, node: NodeInfo, snapshot: Snapshot

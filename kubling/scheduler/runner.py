@@ -2,7 +2,7 @@
 
 The pure core (``Framework``, ``Snapshot``, ``SchedulingQueue``) decides; this module
 keeps the snapshot and the queue in step with the API through informers on pods and
-nodes, pops pods one at a time, binds them through ``pods/binding`` (assuming the pod
+nodes (and caches Services and controllers for default spreading), pops pods one at a time, binds them through ``pods/binding`` (assuming the pod
 on its node at once, so the next decision sees it), and for a pod that fits nowhere
 records upstream's ``FailedScheduling`` event and ``PodScheduled=False`` condition.
 Only the holder of the ``kube-scheduler`` Lease schedules.
@@ -19,6 +19,7 @@ from typing import Any
 from kubling.api import meta
 from kubling.api.meta import Object
 from kubling.client import events, informer, leaderelection, rest
+from kubling.scheduler import owners
 from kubling.scheduler import queue as queues
 from kubling.scheduler.framework import DEFAULT_SCHEDULER_NAME, FitError, Framework, Profile
 from kubling.scheduler.nodeinfo import PodInfo
@@ -75,6 +76,12 @@ class Scheduler:
                                 on_delete=self._node_deleted)
         pods.add_event_handler(on_add=self._pod_added, on_update=self._pod_updated,
                                on_delete=self._pod_deleted)
+        # What owns a pod, for PodTopologySpread's default constraints.
+        self.framework.owner_selectors = owners.OwnerSelectors.from_informers(
+            factory.informer(rest.lookup("v1", "services")),
+            factory.informer(rest.lookup("v1", "replicationcontrollers")),
+            factory.informer(rest.lookup("apps/v1", "replicasets")),
+            factory.informer(rest.lookup("apps/v1", "statefulsets")))
         factory.start()
         try:
             await factory.wait_for_sync(timeout=60)
@@ -85,6 +92,7 @@ class Scheduler:
                 task.cancel()
             await asyncio.gather(*self._binding, return_exceptions=True)
             await factory.shutdown()
+            self.framework.owner_selectors = None
             await self._recorder.close()
 
     # -- informer handlers: keep the snapshot and the queue current --------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from kubling.scheduler.interface import Code
+from kubling.scheduler.nodeinfo import PodInfo
+from kubling.scheduler.owners import OwnerSelectors
 from tests.scheduler.util import filter_statuses, make_node, make_pod, scores
 
 ZONE = "topology.kubernetes.io/zone"
@@ -82,3 +84,72 @@ def test_schedule_anyway_only_scores() -> None:
     got = scores("PodTopologySpread", pod, NODES, existing)
     assert got["c1"] == 100
     assert got["c1"] > got["b1"] > got["a1"] == got["a2"]
+
+
+# -- the cluster's default constraints ------------------------------------------------------
+
+
+def _owned(name: str, node: str | None = None, *, owner: str = "web-abc",
+           kind: str = "ReplicaSet") -> dict[str, Any]:
+    pod = make_pod(name, node_name=node, labels={"app": "web", "pod-template-hash": "abc"})
+    pod["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1" if kind != "ReplicationController"
+                                           else "v1", "kind": kind, "name": owner, "uid": "u",
+                                           "controller": True}]
+    return pod
+
+
+def _owners(services: tuple[dict[str, Any], ...] = (),
+            controllers: dict[str, dict[str, Any]] | None = None) -> OwnerSelectors:
+    """Owner lookups over fixed objects; ``controllers`` by ``namespace/name``."""
+    found = dict(controllers or {})
+    return OwnerSelectors(services=lambda ns: list(services), replication_controllers=found.get,
+                          replica_sets=found.get, stateful_sets=found.get)
+
+
+REPLICA_SET = {"spec": {"selector": {"matchLabels": {"app": "web",
+                                                     "pod-template-hash": "abc"}}}}
+
+
+def test_replicas_without_constraints_spread_over_nodes_by_default() -> None:
+    nodes = [make_node("n1"), make_node("n2"), make_node("n3")]
+    existing = [_owned("w1", "n1"), _owned("w2", "n1"), _owned("w3", "n2"),
+                make_pod("other", node_name="n3", labels={"app": "db"})]
+    owners = _owners(controllers={"default/web-abc": REPLICA_SET})
+    got = scores("PodTopologySpread", _owned("new"), nodes, existing, owner_selectors=owners)
+    # No zone labels: the hostname default alone scores, fewer replicas is better.
+    assert got["n3"] == 100
+    assert got["n3"] > got["n2"] > got["n1"]
+    # Without a cache of owners (or an owner it knows), the defaults stay out of the way.
+    assert scores("PodTopologySpread", _owned("new"), nodes, existing) == {
+        "n1": 0, "n2": 0, "n3": 0}
+    assert scores("PodTopologySpread", _owned("new", owner="gone"), nodes, existing,
+                  owner_selectors=owners) == {"n1": 0, "n2": 0, "n3": 0}
+
+
+def test_default_selector_joins_services_and_the_controller() -> None:
+    service = {"spec": {"selector": {"app": "web"}}}
+    unrelated = {"spec": {"selector": {"app": "db"}}}
+    owners = _owners((service, unrelated, {"spec": {}}),
+                     controllers={"default/web-abc": REPLICA_SET})
+    selector = owners.default_selector(PodInfo(_owned("new")))
+    assert str(selector) == "app=web,app=web,pod-template-hash=abc"
+    assert selector.matches({"app": "web", "pod-template-hash": "abc"})
+    assert not selector.matches({"app": "web", "pod-template-hash": "def"})
+    alone = _owners((service,)).default_selector(PodInfo(make_pod("p", labels={"app": "web"})))
+    assert str(alone) == "app=web"
+    rc = _owned("r", kind="ReplicationController", owner="legacy")
+    rc_owners = _owners(controllers={"default/legacy": {"spec": {"selector": {"tier": "front"}}}})
+    assert str(rc_owners.default_selector(PodInfo(rc))) == "tier=front"
+
+
+def test_own_constraints_replace_the_defaults() -> None:
+    nodes = [make_node("n1"), make_node("n2")]
+    existing = [_owned("w1", "n1")]
+    pod = _owned("new")
+    pod["spec"]["topologySpreadConstraints"] = [{
+        "maxSkew": 1, "topologyKey": ZONE, "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": {"app": "web"}}}]
+    # Its own constraint needs the zone label, which no node has: every node is ignored.
+    got = scores("PodTopologySpread", pod, nodes, existing,
+                 owner_selectors=_owners(controllers={"default/web-abc": REPLICA_SET}))
+    assert got == {"n1": 0, "n2": 0}

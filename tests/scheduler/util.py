@@ -9,6 +9,7 @@ from typing import Any
 from kubling.scheduler.framework import Framework, PluginSpec, Profile
 from kubling.scheduler.interface import SUCCESS, CycleState, Status
 from kubling.scheduler.nodeinfo import PodInfo
+from kubling.scheduler.owners import OwnerSelectors
 from kubling.scheduler.snapshot import Snapshot
 
 Obj = dict[str, Any]
@@ -129,10 +130,12 @@ def reasons(statuses: Mapping[str, Status]) -> dict[str, tuple[str, ...]]:
 
 
 def scores(
-    plugin: str, pod: Obj, nodes: Iterable[Obj], pods: Iterable[Obj] = (), **snapshot_kw: Any
+    plugin: str, pod: Obj, nodes: Iterable[Obj], pods: Iterable[Obj] = (), *,
+    owner_selectors: OwnerSelectors | None = None, **snapshot_kw: Any
 ) -> dict[str, int]:
     """One plugin's normalized scores over all nodes (no filtering); node name → score."""
     fw = framework(plugin)
+    fw.owner_selectors = owner_selectors
     snapshot = Snapshot(nodes, pods, **snapshot_kw)
     info = PodInfo(pod)
     state = CycleState()

@@ -6,8 +6,10 @@ domain's count exceed the emptiest domain's by more than ``maxSkew`` (with fewer
 score: fewer matching pods in the node's domains is better. Only nodes the pod could use
 (its node affinity, and taints if ``nodeTaintsPolicy: Honor``) define the domains.
 
-Not done: the cluster-level default constraints that upstream applies to pods owned by a
-Service/ReplicaSet/StatefulSet (they need those listers); pods without constraints skip.
+A pod without constraints of its own gets the cluster's default ones (``defaultingType:
+System``, upstream's defaults): spread softly over nodes (maxSkew 3) and zones (maxSkew 5)
+among the pods its Services and controller select (``owners.OwnerSelectors``). With those
+defaults a node missing the zone label is still scored by its hostname.
 """
 
 from __future__ import annotations
@@ -29,12 +31,16 @@ from kubling.scheduler.interface import (
     Status,
 )
 from kubling.scheduler.nodeinfo import NodeInfo, PodInfo
+from kubling.scheduler.owners import OwnerSelectors
 from kubling.scheduler.snapshot import Snapshot
 
 NAME = "PodTopologySpread"
 ERR_REASON_CONSTRAINTS_NOT_MATCH = "node(s) didn't match pod topology spread constraints"
 ERR_REASON_NODE_LABEL_NOT_MATCH = ERR_REASON_CONSTRAINTS_NOT_MATCH + " (missing required label)"
 HOSTNAME = "kubernetes.io/hostname"
+ZONE = "topology.kubernetes.io/zone"
+#: Upstream's system default constraints: (topologyKey, maxSkew), both ScheduleAnyway.
+SYSTEM_DEFAULTS = ((HOSTNAME, 3), (ZONE, 5))
 
 _REJECT = Status.unschedulable(ERR_REASON_CONSTRAINTS_NOT_MATCH)
 _MISSING_LABEL = Status.unschedulable(ERR_REASON_NODE_LABEL_NOT_MATCH, unresolvable=True)
@@ -50,6 +56,20 @@ class Constraint:
     min_domains: int
     honor_node_affinity: bool
     honor_taints: bool
+
+
+def default_constraints(pod: PodInfo, when: str,
+                        owners: OwnerSelectors | None) -> tuple[Constraint, ...]:
+    """The system defaults for a pod without constraints: soft only, and only when
+    something (a Service, its controller) says which pods it belongs with."""
+    if when != "ScheduleAnyway" or owners is None:
+        return ()
+    selector = owners.default_selector(pod)
+    if selector.empty:
+        return ()
+    return tuple(Constraint(max_skew=skew, topology_key=key, selector=selector, min_domains=1,
+                            honor_node_affinity=True, honor_taints=False)
+                 for key, skew in SYSTEM_DEFAULTS)
 
 
 def constraints_of(pod: PodInfo, when: str) -> tuple[Constraint, ...]:
@@ -140,6 +160,18 @@ class _FilterState:
 class PodTopologySpread:
     name = NAME
 
+    def __init__(self, handle: Handle | None = None, *, system_defaults: bool = True) -> None:
+        self.handle = handle
+        self.system_defaults = system_defaults
+
+    def _soft_constraints(self, pod: PodInfo) -> tuple[tuple[Constraint, ...], bool]:
+        """The pod's ScheduleAnyway constraints, and whether they are the defaults."""
+        if (pod.pod.get("spec") or {}).get("topologySpreadConstraints"):
+            return constraints_of(pod, "ScheduleAnyway"), False
+        if not self.system_defaults or self.handle is None:
+            return (), False
+        return default_constraints(pod, "ScheduleAnyway", self.handle.owner_selectors), True
+
     def pre_filter(
         self, state: CycleState, pod: PodInfo, snapshot: Snapshot
     ) -> tuple[PreFilterResult | None, Status]:
@@ -194,17 +226,19 @@ class PodTopologySpread:
     def pre_score(
         self, state: CycleState, pod: PodInfo, snapshot: Snapshot, nodes: Sequence[NodeInfo]
     ) -> Status:
-        constraints = constraints_of(pod, "ScheduleAnyway")
+        constraints, defaulted = self._soft_constraints(pod)
         if not constraints:
             return SKIP
-        ignored = {n.name for n in nodes if not _has_all_keys(n, constraints)}
+        # A pod's own constraints need every key on a node; the defaults score what exists.
+        ignored = set() if defaulted else {
+            n.name for n in nodes if not _has_all_keys(n, constraints)}
         counts: dict[tuple[str, str], int] = {}
         sizes = [0] * len(constraints)
         for node in nodes:
             if node.name in ignored:
                 continue
             for i, c in enumerate(constraints):
-                pair = (c.topology_key, node.labels[c.topology_key])
+                pair = (c.topology_key, node.labels.get(c.topology_key, ""))
                 if c.topology_key != HOSTNAME and pair not in counts:
                     counts[pair] = 0
                     sizes[i] += 1
@@ -214,10 +248,10 @@ class PodTopologySpread:
         )
         required = affinity.RequiredNodeAffinity.of(pod.pod)
         for node in snapshot.node_infos:
-            if not _has_all_keys(node, constraints):
+            if not defaulted and not _has_all_keys(node, constraints):
                 continue
             for c in constraints:
-                pair = (c.topology_key, node.labels[c.topology_key])
+                pair = (c.topology_key, node.labels.get(c.topology_key, ""))
                 if pair in counts and _included(c, pod, node, required):
                     counts[pair] += count_matching(node, c.selector, pod.namespace)
         state.write(_SCORE_KEY, (constraints, weights, counts, ignored))
@@ -256,4 +290,6 @@ class PodTopologySpread:
 
 
 def new(args: Mapping[str, Any], handle: Handle) -> PodTopologySpread:
-    return PodTopologySpread()
+    """``defaultingType: List`` with no ``defaultConstraints`` turns the defaults off."""
+    return PodTopologySpread(handle, system_defaults=args.get("defaultingType", "System")
+                             == "System")

@@ -22,9 +22,9 @@ not-ready/unreachable) is deleted when the shortest ``tolerationSeconds`` has pa
 the controller first saw it tainted. Deleted pods get a ``DisruptionTarget`` condition
 first, so their owners know why.
 
-Upstream's zone-aware rate limiting of evictions (``--node-eviction-rate``, the secondary
-rate, and the "full disruption" mode that stops evicting when every node of a zone is down)
-is not implemented: every node is tainted as soon as its condition says so.
+**Pacing.** NoSchedule taints go on at once; a new ``NoExecute`` taint waits for its zone's
+rate limiter, and none goes on while every zone is fully disrupted — then the controller
+assumes it is the one cut off and lifts the ones it set (``node_disruption``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from typing import Any
 from kubling.api import meta
 from kubling.api.meta import Object
 from kubling.client import events, informer, rest, workqueue
-from kubling.controllers import manager, podcontrol
+from kubling.controllers import manager, node_disruption, podcontrol
+from kubling.controllers.node_disruption import Transition
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,8 @@ class NodeLifecycleController:
     def __init__(self, ctx: manager.ControllerContext, *,
                  node_monitor_grace_period: float = 40.0,
                  node_startup_grace_period: float = 60.0,
-                 node_monitor_period: float = 5.0) -> None:
+                 node_monitor_period: float = 5.0,
+                 zones: node_disruption.ZoneStates | None = None) -> None:
         self.grace_period = node_monitor_grace_period
         self.startup_grace_period = node_startup_grace_period
         self.monitor_period = node_monitor_period
@@ -126,6 +128,9 @@ class NodeLifecycleController:
         self.pods = ctx.informers.informer(PODS)
         self.pods.indexer.add_index(_POD_INDEX, _node_of, exist_ok=True)
         self._health: dict[str, _Health] = {}
+        self.zones = zones or node_disruption.ZoneStates()
+        #: node → seconds until its zone may take another NoExecute taint.
+        self._taint_wait: dict[str, float] = {}
         #: pod key → when the controller first saw it on a tainted node (monotonic).
         self._tainted_since: dict[str, float] = {}
         self.nodes.add_event_handler(on_add=self._node_added, on_update=self._node_updated,
@@ -166,6 +171,8 @@ class NodeLifecycleController:
         node = self.nodes.indexer.get(name)
         if node is None:
             self._health.pop(name, None)
+            self.zones.forget(name)
+            self._disruption_changed(self.zones.refresh())
             return None
         previous_ready = (self._health.get(name) or _Health(0.0)).ready
         grace = self._observe(node)
@@ -176,16 +183,39 @@ class NodeLifecycleController:
         ready = podcontrol.find_condition(node, "Ready")
         ready_status = ready.get("status") if ready is not None else None
         health.ready = ready_status
+        self.zones.observe(name, node_disruption.zone_of(node), ready_status == "True")
+        self._disruption_changed(self.zones.refresh())
         if previous_ready == "True" and ready_status not in (None, "True"):
             self.recorder.record(node, events.NORMAL, "NodeNotReady",
                                  f"Node {name} status is now: NodeNotReady")
         await self._update_taints(node)
         if ready_status not in (None, "True"):
             await self._mark_pods_not_ready(name)
-        # Look again every monitor period, and right when the grace period runs out.
+        # Look again every monitor period, right when the grace period runs out, and when
+        # the zone may take the taint it is waiting for.
+        after = self.monitor_period
         if silent_for <= grace:
-            return min(self.monitor_period, grace - silent_for + 0.01)
-        return self.monitor_period
+            after = min(after, grace - silent_for + 0.01)
+        wait = self._taint_wait.pop(name, math.inf)
+        return min(after, wait + 0.01)
+
+    def _disruption_changed(self, transition: Transition) -> None:
+        """Entering or leaving master disruption mode concerns every node: look at each
+        again (lifting or allowing NoExecute taints); on leaving, give each a fresh grace
+        period, as upstream does."""
+        if transition is Transition.NONE:
+            return
+        if transition is Transition.ENTERED_MASTER_DISRUPTION:
+            log.info("Controller detected that all Nodes are not-Ready. "
+                     "Entering master disruption mode")
+        else:
+            log.info("Controller detected that some Nodes are Ready. "
+                     "Exiting master disruption mode")
+            now = self.clock.monotonic()
+            for health in self._health.values():
+                health.probe = now
+        for name in self.nodes.indexer.keys():
+            self.queue.add("node/" + name)
 
     def _observe(self, node: Object) -> float:
         """Update the node's health record from what it posted; return its grace period."""
@@ -273,10 +303,18 @@ class NodeLifecycleController:
         for key, effect in wanted:
             existing = next((t for t in managed
                              if t.get("key") == key and t.get("effect") == effect), None)
+            if effect == "NoExecute" and self.zones.master_disruption:
+                continue  # the controller, not the nodes, may be the one cut off
             if existing is not None:
                 result.append(existing)
             elif effect == "NoExecute":
-                result.append({"key": key, "effect": effect, "timeAdded": self.wall.stamp()})
+                wait = self.zones.may_taint(node_disruption.zone_of(node),
+                                            self.clock.monotonic())
+                if wait == 0:
+                    result.append({"key": key, "effect": effect,
+                                   "timeAdded": self.wall.stamp()})
+                elif wait != math.inf:
+                    self._taint_wait[meta.name_of(node)] = wait
             else:
                 result.append({"key": key, "effect": effect})
         return result

@@ -6,8 +6,10 @@ condition, or falls silent to see the node marked Unknown, tainted and its pods 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -75,6 +77,34 @@ class Kubelet:
              "lastTransitionTime": heartbeat}]}}, type="strategic", subresource="status")
 
 
+@contextlib.asynccontextmanager
+async def healthy_node(client: rest.Client, name: str = "healthy") -> AsyncIterator[Kubelet]:
+    """A node whose kubelet keeps renewing its Lease (in real time, so whatever the fake
+    clock does): with one Ready node the cluster is not fully disrupted, and the controller
+    taints failing nodes instead of suspecting itself (``node_disruption``). Fake time must
+    move in steps well under the grace period, or the node looks silent between renewals."""
+    kubelet = Kubelet(client, name)
+    try:
+        await kubelet.register()
+    except rest.ApiError as err:
+        if not rest.is_already_exists(err):
+            raise
+        await kubelet.post_status("True")
+
+    async def renew() -> None:
+        while True:
+            await kubelet.renew()
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(renew())
+    try:
+        yield kubelet
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def _node(client: rest.Client, name: str) -> dict[str, Any]:
     node: dict[str, Any] = await client.resource(NODES).get(name)
     return node
@@ -121,73 +151,74 @@ def test_silent_node_is_tainted_and_its_pods_evicted(server: KublingServer) -> N
                 ctx, node_monitor_grace_period=GRACE, node_startup_grace_period=20.0,
                 node_monitor_period=1.0), clock) as (_, client):
             await make_namespace(client, NS)
-            kubelet = Kubelet(client, "worker-1")
-            await kubelet.register()
-            await _ready_pod(client, "plain", "worker-1")  # the API server's 300 s
-            await _ready_pod(client, "impatient", "worker-1", tolerations=[
-                {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
-                 "effect": "NoExecute", "tolerationSeconds": 5}])
-            await _ready_pod(client, "patient", "worker-1", tolerations=[
-                {"operator": "Exists", "effect": "NoExecute"}])
-            await settle()
+            async with healthy_node(client):
+                kubelet = Kubelet(client, "worker-1")
+                await kubelet.register()
+                await _ready_pod(client, "plain", "worker-1")  # the API server's 300 s
+                await _ready_pod(client, "impatient", "worker-1", tolerations=[
+                    {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                     "effect": "NoExecute", "tolerationSeconds": 5}])
+                await _ready_pod(client, "patient", "worker-1", tolerations=[
+                    {"operator": "Exists", "effect": "NoExecute"}])
+                await settle()
 
-            # Renewals keep it healthy past the grace period.
-            for _ in range(3):
-                clock.advance(GRACE / 2)
-                await kubelet.renew()
-                await settle(0.2)
-            node = await _node(client, "worker-1")
-            assert _ready(node)["status"] == "True" and not _taints(node)
+                # Renewals keep it healthy past the grace period.
+                for _ in range(3):
+                    clock.advance(GRACE / 2)
+                    await kubelet.renew()
+                    await settle(0.2)
+                node = await _node(client, "worker-1")
+                assert _ready(node)["status"] == "True" and not _taints(node)
 
-            # Silence: Unknown after the grace period, tainted unreachable.
-            async def unreachable() -> bool:
-                return _taints(await _node(client, "worker-1")) == UNREACHABLE
+                # Silence: Unknown after the grace period, tainted unreachable.
+                async def unreachable() -> bool:
+                    return _taints(await _node(client, "worker-1")) == UNREACHABLE
 
-            took = await advance_until(clock, unreachable, step=1.0, limit=3 * GRACE)
-            assert took >= GRACE
-            node = await _node(client, "worker-1")
-            ready = _ready(node)
-            assert (ready["status"], ready["reason"], ready["message"]) == (
-                "Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status.")
-            taint = next(t for t in node["spec"]["taints"] if t["effect"] == "NoExecute")
-            assert taint.get("timeAdded")
+                took = await advance_until(clock, unreachable, step=1.0, limit=3 * GRACE)
+                assert took >= GRACE
+                node = await _node(client, "worker-1")
+                ready = _ready(node)
+                assert (ready["status"], ready["reason"], ready["message"]) == (
+                    "Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status.")
+                taint = next(t for t in node["spec"]["taints"] if t["effect"] == "NoExecute")
+                assert taint.get("timeAdded")
 
-            # Its pods are no longer Ready; the one tolerating 5 s goes after 5 s.
-            pod = await _pod(client, "plain")
-            assert pod is not None
-            assert any(c["type"] == "Ready" and c["status"] == "False"
-                       for c in pod["status"]["conditions"])
-            took = await advance_until(clock, lambda: _evicted(client, "impatient"),
-                                       step=1.0, limit=20.0)
-            assert 4.0 <= took
-            pod = await _pod(client, "impatient")
-            if pod is not None:
-                assert any(c["type"] == "DisruptionTarget" and
-                           c["reason"] == "DeletionByTaintManager"
+                # Its pods are no longer Ready; the one tolerating 5 s goes after 5 s.
+                pod = await _pod(client, "plain")
+                assert pod is not None
+                assert any(c["type"] == "Ready" and c["status"] == "False"
                            for c in pod["status"]["conditions"])
-            # The default 300 s toleration runs out later; an unbounded one never does.
-            assert not await _evicted(client, "plain")
-            took = await advance_until(clock, lambda: _evicted(client, "plain"),
-                                       step=20.0, limit=400.0)
-            assert took >= 280.0
-            assert not await _evicted(client, "patient")
+                took = await advance_until(clock, lambda: _evicted(client, "impatient"),
+                                           step=1.0, limit=20.0)
+                assert 4.0 <= took
+                pod = await _pod(client, "impatient")
+                if pod is not None:
+                    assert any(c["type"] == "DisruptionTarget" and
+                               c["reason"] == "DeletionByTaintManager"
+                               for c in pod["status"]["conditions"])
+                # The default 300 s toleration runs out later; an unbounded one never does.
+                assert not await _evicted(client, "plain")
+                took = await advance_until(clock, lambda: _evicted(client, "plain"),
+                                           step=4.0, limit=400.0)
+                assert took >= 280.0
+                assert not await _evicted(client, "patient")
 
-            # The kubelet is back: the taints go.
-            await kubelet.renew()
-            await kubelet.post_status("True")
+                # The kubelet is back: the taints go.
+                await kubelet.renew()
+                await kubelet.post_status("True")
 
-            async def untainted() -> bool:
-                return not _taints(await _node(client, "worker-1"))
+                async def untainted() -> bool:
+                    return not _taints(await _node(client, "worker-1"))
 
-            await advance_until(clock, untainted, step=0.5, limit=5.0)
+                await advance_until(clock, untainted, step=0.5, limit=5.0)
 
-            # A NoExecute taint of the administrator's evicts intolerant pods at once.
-            await _ready_pod(client, "intolerant", "worker-1")
-            await client.resource(NODES).patch("worker-1", {"spec": {"taints": [
-                {"key": "dedicated", "value": "ops", "effect": "NoExecute"}]}})
-            await advance_until(clock, lambda: _evicted(client, "intolerant"), step=0.0,
-                                limit=1.0)
-            assert not await _evicted(client, "patient")
+                # A NoExecute taint of the administrator's evicts intolerant pods at once.
+                await _ready_pod(client, "intolerant", "worker-1")
+                await client.resource(NODES).patch("worker-1", {"spec": {"taints": [
+                    {"key": "dedicated", "value": "ops", "effect": "NoExecute"}]}})
+                await advance_until(clock, lambda: _evicted(client, "intolerant"), step=0.0,
+                                    limit=1.0)
+                assert not await _evicted(client, "patient")
 
     run(scenario(), timeout=60)
 
@@ -199,31 +230,37 @@ def test_condition_and_unschedulable_taints(server: KublingServer) -> None:
         async with controller_running(server, lambda ctx: nodelifecycle.NodeLifecycleController(
                 ctx, node_monitor_grace_period=GRACE, node_startup_grace_period=20.0,
                 node_monitor_period=1.0), clock) as (_, client):
-            kubelet = Kubelet(client, "worker-2")
-            await kubelet.register()
             await client.resource(NODES).create({"apiVersion": "v1", "kind": "Node",
                                                  "metadata": {"name": "never-posted"}})
-
-            async def taints_are(name: str, want: set[tuple[str, str]]) -> bool:
-                return _taints(await _node(client, name)) == want
-
-            await kubelet.post_status("False")
-            await advance_until(clock, lambda: taints_are("worker-2", {
-                ("node.kubernetes.io/not-ready", "NoSchedule"),
-                ("node.kubernetes.io/not-ready", "NoExecute")}), step=0.0, limit=1.0)
-            await kubelet.post_status("True")
-            await client.resource(NODES).patch("worker-2", {"spec": {"unschedulable": True}})
-            await advance_until(clock, lambda: taints_are("worker-2", {
-                ("node.kubernetes.io/unschedulable", "NoSchedule")}), step=0.0, limit=1.0)
-            await client.resource(NODES).patch("worker-2", {"spec": {"unschedulable": None}})
-            await advance_until(clock, lambda: taints_are("worker-2", set()), step=0.0,
-                                limit=1.0)
-
-            # A node that never posted status gets the startup grace period, then Unknown.
-            took = await advance_until(clock, lambda: taints_are("never-posted", UNREACHABLE),
-                                       step=2.0, limit=60.0)
-            assert took >= 10.0  # created just now: most of the 20 s startup grace is left
-            ready = _ready(await _node(client, "never-posted"))
-            assert (ready["status"], ready["reason"]) == ("Unknown", "NodeStatusNeverUpdated")
+            # Two nodes stay alive (worker-2 keeps its Lease, whatever Ready it posts), so
+            # the zone stays "normal" while the others fall silent.
+            async with healthy_node(client), healthy_node(client, "worker-2") as kubelet:
+                await _condition_taints(client, clock, kubelet)
 
     run(scenario(), timeout=40)
+
+
+async def _condition_taints(client: rest.Client, clock: clocks.FakeClock,
+                            kubelet: Kubelet) -> None:
+
+    async def taints_are(name: str, want: set[tuple[str, str]]) -> bool:
+        return _taints(await _node(client, name)) == want
+
+    await kubelet.post_status("False")
+    await advance_until(clock, lambda: taints_are("worker-2", {
+        ("node.kubernetes.io/not-ready", "NoSchedule"),
+        ("node.kubernetes.io/not-ready", "NoExecute")}), step=0.0, limit=1.0)
+    await kubelet.post_status("True")
+    await client.resource(NODES).patch("worker-2", {"spec": {"unschedulable": True}})
+    await advance_until(clock, lambda: taints_are("worker-2", {
+        ("node.kubernetes.io/unschedulable", "NoSchedule")}), step=0.0, limit=1.0)
+    await client.resource(NODES).patch("worker-2", {"spec": {"unschedulable": None}})
+    await advance_until(clock, lambda: taints_are("worker-2", set()), step=0.0,
+                        limit=1.0)
+
+    # A node that never posted status gets the startup grace period, then Unknown.
+    took = await advance_until(clock, lambda: taints_are("never-posted", UNREACHABLE),
+                               step=2.0, limit=60.0)
+    assert took >= 10.0  # created just now: most of the 20 s startup grace is left
+    ready = _ready(await _node(client, "never-posted"))
+    assert (ready["status"], ready["reason"]) == ("Unknown", "NodeStatusNeverUpdated")

@@ -193,9 +193,12 @@ class ResourceHandlers:
         obj["apiVersion"] = api_version
         _null_strings(obj)
         duplicates: list[str] = []
-        if media in (negotiation.JSON, "") and request.query.get("fieldValidation") != "Ignore":
-            duplicates = [f'duplicate field "{path}"'
-                          for path in negotiation.duplicate_fields(body)]
+        if request.query.get("fieldValidation") != "Ignore":
+            if media in (negotiation.JSON, ""):
+                duplicates = [f'duplicate field "{path}"'
+                              for path in negotiation.duplicate_fields(body)]
+            elif media in (negotiation.YAML, "application/x-yaml"):
+                duplicates = negotiation.duplicate_yaml_keys(body)
         warnings = self._check_schema(request, strategy or Strategy(rt), obj, duplicates)
         return obj, warnings
 

@@ -209,6 +209,42 @@ def duplicate_fields(body: bytes) -> list[str]:
     return found
 
 
+def duplicate_yaml_keys(body: bytes) -> list[str]:
+    """Keys a YAML body sets twice in one mapping, worded as Go's strict YAML decoder
+    words them (``line 8: key "name" already set in map``), for field validation."""
+    if b":" not in body:
+        return []
+    try:
+        documents = list(yaml.compose_all(body, Loader=_YAMLLoader))
+    except yaml.YAMLError:
+        return []
+    found: list[str] = []
+    for document in documents:
+        if document is not None:
+            _yaml_duplicates(document, found, set())
+    return found
+
+
+def _yaml_duplicates(node: yaml.Node, found: list[str], visited: set[int]) -> None:
+    if id(node) in visited:  # an alias: already walked
+        return
+    visited.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        seen: set[tuple[str, str]] = set()
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                ident = (key.tag, key.value)
+                if ident in seen:
+                    shown = f'"{key.value}"' if key.tag.endswith(":str") else key.value
+                    found.append(f"line {key.start_mark.line + 1}: key {shown} already set "
+                                 "in map")
+                seen.add(ident)
+            _yaml_duplicates(value, found, visited)
+    elif isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            _yaml_duplicates(child, found, visited)
+
+
 def _walk(value: Any, path: str, found: list[str]) -> None:
     if isinstance(value, _Fields):
         for key in value.duplicates:

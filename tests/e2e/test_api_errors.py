@@ -31,11 +31,12 @@ def _request(kubling: KublingServer, method: str, path: str, body: bytes | None 
         conn.close()
 
 
-def _warnings(kubling: KublingServer, path: str, body: bytes) -> list[str]:
+def _warnings(kubling: KublingServer, path: str, body: bytes,
+              content_type: str = "application/json") -> list[str]:
     conn = http.client.HTTPSConnection("127.0.0.1", kubling.port,
                                        context=kubling.ssl_context(), timeout=10)
     try:
-        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        conn.request("POST", path, body=body, headers={"Content-Type": content_type})
         resp = conn.getresponse()
         resp.read()
         assert resp.status == 201
@@ -221,6 +222,30 @@ def test_field_validation_unknown_and_duplicate_fields(kubling: KublingServer) -
     code, _, raw = _request(kubling, "POST", path + "?fieldValidation=Nope", body,
                             {"Content-Type": "application/json"})
     assert code == 400
+
+
+def test_field_validation_of_duplicate_yaml_keys(kubling: KublingServer) -> None:
+    """YAML bodies (kubectl sends JSON, other clients YAML) get Go's strict YAML wording."""
+    name = "fvy-" + uuid.uuid4().hex[:6]
+    body = (f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  name: {name}\n"
+            "data:\n  a: b\n  a: c\n  1: x\n  1: y\n").encode()
+    path = "/api/v1/namespaces/default/configmaps"
+    code, _, raw = _request(kubling, "POST", path + "?fieldValidation=Strict", body,
+                            {"Content-Type": "application/yaml"})
+    status = _status(raw)
+    assert code == 400, raw
+    assert status["message"] == (
+        'ConfigMap in version "v1" cannot be handled as a ConfigMap: strict decoding error: '
+        'line 5: key "name" already set in map, line 8: key "a" already set in map, '
+        "line 10: key 1 already set in map")
+    warnings = _warnings(kubling, path + "?fieldValidation=Warn", body, "application/yaml")
+    assert warnings[0] == '299 - "line 5: key \\"name\\" already set in map"'
+    assert len(warnings) == 3
+    # Ignore keeps the last value, as Go's decoder does.
+    other = body.replace(name.encode(), name.encode() + b"-x")
+    code, _, raw = _request(kubling, "POST", path + "?fieldValidation=Ignore", other,
+                            {"Content-Type": "application/yaml"})
+    assert code == 201 and json.loads(raw)["data"] == {"a": "c", "1": "y"}
 
 
 def test_a_body_arriving_in_pieces_is_read_whole(kubling: KublingServer) -> None:

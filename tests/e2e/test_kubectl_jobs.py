@@ -2,7 +2,8 @@
 
 There is no kubelet: a test plays the node by patching pod status. CronJob timing is
 covered with a fake clock in ``tests/controllers/test_cronjob.py``; here ``@every 2s``
-shows the running controller starting Jobs without waiting for a minute boundary.
+shows the running controller starting Jobs without waiting for a minute boundary, and one
+``*/1`` schedule runs in real time.
 """
 
 from __future__ import annotations
@@ -111,3 +112,24 @@ def test_cronjob_starts_jobs_and_create_job_from_cronjob(kubling: KublingServer)
     _set_phase(kubling, ns, pod, "Succeeded")
     kubling.kubectl("wait", "-n", ns, "--for=condition=complete", "job/by-hand",
                     "--timeout=30s", timeout=40)
+
+
+def test_a_cronjob_every_minute_runs_on_the_minute(kubling: KublingServer) -> None:
+    """The course's ``*/1 * * * *`` in real time: the next minute boundary starts a Job,
+    whose success the CronJob records (waits up to a minute and a bit)."""
+    ns = _ns(kubling)
+    kubling.kubectl("create", "cronjob", "minutely", "-n", ns, "--image=busybox",
+                    "--schedule=*/1 * * * *", "--", "date")
+    jobs = _eventually(lambda: _json(kubling, "get", "jobs", "-n", ns)["items"], timeout=75)
+    job = jobs[0]
+    scheduled = job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+    assert scheduled.endswith(":00Z"), scheduled  # on the minute
+    pod = _eventually(lambda: _pods(kubling, ns, job["metadata"]["name"]))[0]
+    _set_phase(kubling, ns, pod, "Succeeded")
+    status = _eventually(lambda: _json(kubling, "get", "cronjob", "minutely", "-n", ns)
+                         .get("status", {}).get("lastSuccessfulTime") and
+                         _json(kubling, "get", "cronjob", "minutely", "-n", ns)["status"])
+    assert status["lastScheduleTime"] == scheduled
+    row = kubling.kubectl("get", "cronjob", "minutely", "-n", ns, "--no-headers").stdout.split()
+    assert row[:6] == ["minutely", "*/1", "*", "*", "*", "*"]  # NAME, then SCHEDULE
+    kubling.kubectl("delete", "namespace", ns, "--wait=false")

@@ -95,3 +95,27 @@ def test_scheduler_spreads_by_least_allocated(cluster: KublingServer) -> None:
             break
         time.sleep(0.2)
     assert sorted(nodes.count(n) for n in set(nodes)) == [2, 2, 2]
+
+
+def test_extended_resources_are_scheduled_by_capacity(cluster: KublingServer) -> None:
+    """An administrator advertises an extended resource on one node (a JSON patch of its
+    status, as the Kubernetes docs show); pods asking for it land there until it runs out."""
+    patch = json.dumps([
+        {"op": "add", "path": f"/status/{part}/example.com~1dongle", "value": "2"}
+        for part in ("capacity", "allocatable")])
+    cluster.kubectl("patch", "node", "kubling-sim-1", "--subresource=status", "--type=json",
+                    "-p", patch)
+    for i in range(3):
+        overrides = json.dumps({"spec": {"containers": [{
+            "name": "c", "image": "nginx",
+            "resources": {"limits": {"example.com/dongle": "1"},
+                          "requests": {"example.com/dongle": "1"}}}]}})
+        cluster.kubectl("run", f"dongle-{i}", "--image=nginx", "--overrides", overrides)
+    for i in range(2):
+        _wait_for(cluster, ["get", "pod", f"dongle-{i}", "-o", "wide"], "kubling-sim-1")
+    out = _wait_for(cluster, ["get", "events", "--field-selector",
+                              "involvedObject.name=dongle-2,reason=FailedScheduling"],
+                    "FailedScheduling")
+    assert "0/3 nodes are available: 3 Insufficient example.com/dongle." in " ".join(out.split())
+    cluster.kubectl("delete", "pod", "dongle-0", "--wait=false")
+    _wait_for(cluster, ["get", "pod", "dongle-2", "-o", "wide"], "kubling-sim-1")

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from kubling.api import crdschema, field, fieldmanager, names, schema, tables
+from kubling.api import celrules, crdschema, field, fieldmanager, names, schema, tables
 from kubling.api.meta import Object
 from kubling.api.printers import custom
 from kubling.api.resources import Catalogue, ResourceType
@@ -78,15 +78,29 @@ class CustomResourceStrategy(Strategy):
         return None, [f'unknown field "{path}"' for path in unknown]
 
     def validate(self, obj: Object) -> list[field.FieldError]:
+        return self._validate(obj, None)
+
+    def validate_update(self, new: Object, old: Object) -> list[field.FieldError]:
+        errs = self._validate(new, old)
+        errs.extend(names.validate_object_meta_update(new, old))
+        return errs
+
+    def _validate(self, obj: Object, old: Object | None) -> list[field.FieldError]:
+        """Metadata, the schema, then the CEL rules (``old`` for transition rules) — the
+        rules only when the object has the types they expect, as upstream."""
         errs = names.validate_object_meta(obj, namespaced=self.rt.namespaced,
                                           name_rule=names.DEFAULT_NAME_RULE,
                                           kube_finalizers=False)
-        errs.extend(crdschema.validate(obj, self.schema))
-        return errs
-
-    def validate_update(self, new: Object, old: Object) -> list[field.FieldError]:
-        errs = self.validate(new)
-        errs.extend(names.validate_object_meta_update(new, old))
+        schema_errs = crdschema.validate(obj, self.schema)
+        errs.extend(schema_errs)
+        if celrules.has_rules(self.schema):
+            if any("must be of type" in e.detail for e in schema_errs):
+                errs.append(field.FieldError(
+                    field.ErrorType.INVALID, "",
+                    "some validation rules were not checked because the object was invalid; "
+                    "correct the existing errors to complete validation"))
+            else:
+                errs.extend(celrules.validate(obj, old, self.schema))
         return errs
 
 
@@ -120,9 +134,13 @@ def _crd_errors(crd: Object) -> list[field.FieldError]:
     for i, version in enumerate(versions):
         if not isinstance(version, dict):
             continue
-        if not ((version.get("schema") or {}).get("openAPIV3Schema")):
+        schema_ = (version.get("schema") or {}).get("openAPIV3Schema")
+        if not schema_:
             errs.append(field.required(f"spec.versions[{i}].schema.openAPIV3Schema",
                                        "schemas are required"))
+        else:
+            errs.extend(celrules.compile_errors(
+                schema_, f"spec.versions[{i}].schema.openAPIV3Schema"))
     return errs
 
 

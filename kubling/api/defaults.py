@@ -10,8 +10,9 @@ cluster shows them on Pods and kubling has no separate admission chain for them:
   (and the two built-in ``system-*`` classes); other classes need a PriorityClass lookup
   and are left to the caller;
 * ``ServiceAccount``: ``serviceAccountName: default`` (+ the deprecated ``serviceAccount``
-  mirror).  Mounting the ``kube-api-access-*`` token volume needs the cluster and is not
-  done here.
+  mirror).  Checking that the account exists and mounting the ``kube-api-access-*`` token
+  volume need the cluster: the API server's admission chain does that
+  (``kubling.apiserver.admission.serviceaccount``).
 
 Everything mutates in place and only fills fields that are absent (``None`` counts as
 absent), so defaulting an already-defaulted object is a no-op.

@@ -152,7 +152,16 @@ BUILTIN: tuple[ResourceType, ...] = (
     _rt("v1", "Endpoints", "endpoints", short=("ep",)),
     _rt("v1", "ConfigMap", "configmaps", short=("cm",)),
     _rt("v1", "Secret", "secrets"),
-    _rt("v1", "ServiceAccount", "serviceaccounts", short=("sa",)),
+    _rt(
+        "v1",
+        "ServiceAccount",
+        "serviceaccounts",
+        short=("sa",),
+        subresources=(
+            Subresource("token", "TokenRequest", CREATE_ONLY, group="authentication.k8s.io",
+                        version="v1"),
+        ),
+    ),
     _rt("v1", "Event", "events", short=("ev",)),
     _rt("v1", "Node", "nodes", namespaced=False, short=("no",), subresources=(_status("Node"),)),
     _rt(

@@ -27,6 +27,8 @@ from kubling.apiserver import (
     openapi,
     requestinfo,
     subresources,
+    tokenrequest,
+    tokens,
 )
 from kubling.apiserver.handlers import json_response, raw_json_response
 from kubling.apiserver.registry.registry import Registry
@@ -69,6 +71,7 @@ class APIServerApp:
         checks: health.HealthChecks,
         custom_schema: openapi.CustomSchema | None = None,
         kubelet: nodeproxy.KubeletConnector | None = None,
+        token_issuer: tokens.TokenIssuer | None = None,
     ) -> None:
         self.registry = registry
         self.authenticator = authenticator
@@ -78,7 +81,12 @@ class APIServerApp:
         self.openapi = openapi.OpenAPIDocuments(registry.catalogue, custom_schema)
         registry.catalogue.on_change(self.discovery.invalidate)
         registry.catalogue.on_change(self.openapi.invalidate)
-        self.handlers = subresources.APIHandlers(registry, authorizer, kubelet=kubelet)
+        # Without a token issuer (unit tests of the HTTP layer) serviceaccounts/token is 404.
+        self.handlers: subresources.APIHandlers = (
+            subresources.APIHandlers(registry, authorizer, kubelet=kubelet)
+            if token_issuer is None else
+            tokenrequest.TokenRequestHandlers(registry, authorizer, kubelet=kubelet,
+                                              issuer=token_issuer))
 
     def build(self) -> web.Application:
         app = web.Application(

@@ -40,6 +40,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import oid
 
+from kubling.api import jwt
+
 CA_VALIDITY = datetime.timedelta(days=3650)
 LEAF_VALIDITY = datetime.timedelta(days=365)
 RENEW_BEFORE = datetime.timedelta(days=90)
@@ -82,6 +84,9 @@ class ClusterPKI:
     admin_key: Path
     kubelet_client_cert: Path
     kubelet_client_key: Path
+    #: Signs service-account tokens (k3s's ``service.key``); never rotated by kubling,
+    #: because every token handed out (projected into pods, stored in Secrets) names it.
+    service_account_key: Path
 
     @classmethod
     def at(cls, tls_dir: Path) -> ClusterPKI:
@@ -95,6 +100,7 @@ class ClusterPKI:
             admin_key=tls_dir / "admin.key",
             kubelet_client_cert=tls_dir / "kubelet-client.crt",
             kubelet_client_key=tls_dir / "kubelet-client.key",
+            service_account_key=tls_dir / "service.key",
         )
 
 
@@ -141,7 +147,18 @@ def ensure_pki(tls_dir: Path, *, hostnames: list[str], ips: list[str]) -> Cluste
                 authority, common_name=KUBELET_CLIENT_USER, organizations=[ADMIN_GROUP],
                 now=now)
             _write_pair(pki.kubelet_client_cert, cert_pem, pki.kubelet_client_key, key_pem)
+        if not pki.service_account_key.exists():
+            write_private_file(pki.service_account_key,
+                               _key_pem(ec.generate_private_key(ec.SECP256R1())))
     return pki
+
+
+def load_service_account_key(path: Path) -> jwt.PrivateKey:
+    """The token signing key (ECDSA P-256 as kubling makes it, or a user's RSA key)."""
+    try:
+        return jwt.load_private_key(path.read_bytes())
+    except (OSError, ValueError, TypeError) as exc:
+        raise PKIError(f"cannot load the service-account key {path}: {exc}") from exc
 
 
 def ensure_kubelet_serving_cert(pki: ClusterPKI, *, node_name: str, hostnames: list[str],

@@ -22,6 +22,7 @@ from aiohttp import web
 from kubling import storage
 from kubling.api.resources import Catalogue
 from kubling.apiserver import (
+    admission,
     app,
     authn,
     authz,
@@ -30,8 +31,10 @@ from kubling.apiserver import (
     kubeconfig,
     nodeproxy,
     pki,
+    tokens,
     watchcache,
 )
+from kubling.apiserver.admission import serviceaccount as sa_admission
 from kubling.apiserver.allocation import repair as allocation_repair
 from kubling.apiserver.allocation.bitmap import parse_port_range
 from kubling.apiserver.allocation.service import ServiceAllocator
@@ -86,6 +89,7 @@ class APIServer:
         self.crds: customresources.CustomResourceDefinitions | None = None
         self.service_allocator: ServiceAllocator | None = None
         self.pki: pki.ClusterPKI | None = None
+        self.token_issuer: tokens.TokenIssuer | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = False
@@ -103,6 +107,8 @@ class APIServer:
             hostnames=list(cfg.hostnames),
             ips=sorted({"127.0.0.1", cfg.first_service_ip, *cfg.node_addresses}),
         )
+        self.token_issuer = tokens.TokenIssuer(
+            await asyncio.to_thread(pki.load_service_account_key, self.pki.service_account_key))
         await asyncio.to_thread(
             kubeconfig.write_admin_kubeconfig,
             cfg.kubeconfig_path,
@@ -120,6 +126,9 @@ class APIServer:
         self.caches = watchcache.CacheSet(self.backend)
         await self.caches.start()
         self.registry = Registry(Catalogue(), self.backend, self.caches)
+        self.registry.set_admission(admission.Chain([
+            sa_admission.ServiceAccountAdmission(self.registry),
+        ]))
         self.crds = customresources.CustomResourceDefinitions(self.registry.catalogue,
                                                               self.registry)
         crd_type = self.registry.catalogue.lookup(
@@ -195,14 +204,17 @@ class APIServer:
 
     async def _serve(self) -> None:
         assert self.registry is not None and self.pki is not None
-        assert self.crds is not None
+        assert self.crds is not None and self.token_issuer is not None
+        service_accounts = tokens.ServiceAccountAuthenticator(
+            self.token_issuer, tokens.ObjectGetter(self.registry))
         application = app.APIServerApp(
             self.registry,
             custom_schema=self.crds.schema_for,
-            authenticator=authn.Authenticator(),
+            authenticator=authn.Authenticator((service_accounts,)),
             authorizer=authz.AllowAuthenticated(),
             checks=self._checks(),
             kubelet=nodeproxy.KubeletConnector(self.pki),
+            token_issuer=self.token_issuer,
         ).build()
         self._runner = web.AppRunner(application, handler_cancellation=True, access_log=None)
         await self._runner.setup()

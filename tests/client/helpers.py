@@ -45,12 +45,28 @@ async def settle(rounds: int = 10) -> None:
         await asyncio.sleep(0)
 
 
+#: The ConfigMap the root-CA publisher puts in every namespace, as upstream.
+ROOT_CA = "kube-root-ca.crt"
+
+
 async def make_namespace(client: rest.Client, name: str) -> None:
+    """Create the namespace and wait for its ``kube-root-ca.crt``, so that the ConfigMap's
+    creation never interleaves with the events a test watches for."""
     try:
         await client.resource(NAMESPACES).create({"metadata": {"name": name}})
     except rest.ApiError as err:
         if not rest.is_already_exists(err):
             raise
+    cms = client.resource(CONFIGMAPS)
+    for _ in range(200):
+        try:
+            await cms.get(ROOT_CA, namespace=name)
+            return
+        except rest.ApiError as err:
+            if not rest.is_not_found(err):
+                raise
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {ROOT_CA} in namespace {name}")
 
 
 def configmap(name: str, namespace: str, **data: str) -> dict[str, Any]:

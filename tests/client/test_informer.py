@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 
 from kubling.client import informer, rest
-from tests.client.helpers import CONFIGMAPS, configmap, eventually, make_namespace, run
+from tests.client.helpers import (
+    CONFIGMAPS,
+    ROOT_CA,
+    configmap,
+    eventually,
+    make_namespace,
+    run,
+)
 from tests.server_fixture import KublingServer
 
 
@@ -50,8 +57,10 @@ def test_informer_syncs_and_follows_configmaps(kubling: KublingServer) -> None:
             inf.start()
             await inf.wait_for_sync(timeout=5)
             assert inf.has_synced and inf.lists == 1
-            assert sorted(inf.indexer.keys()) == [f"{ns}/pre-{i}" for i in range(5)]
-            assert sorted(seen.events) == [("add", f"{ns}/pre-{i}") for i in range(5)]
+            # every namespace also holds the root-CA publisher's ConfigMap
+            expected = sorted([f"{ns}/{ROOT_CA}", *(f"{ns}/pre-{i}" for i in range(5))])
+            assert sorted(inf.indexer.keys()) == expected
+            assert sorted(seen.events) == [("add", key) for key in expected]
 
             seen.events.clear()
             await cms.create(configmap("new", ns, v="1"))
@@ -63,7 +72,7 @@ def test_informer_syncs_and_follows_configmaps(kubling: KublingServer) -> None:
             cached = inf.indexer.get(f"{ns}/new")
             assert cached is not None and cached["data"] == {"v": "2"}
             assert f"{ns}/pre-0" not in inf.indexer
-            assert len(inf.indexer.by_index(informer.NAMESPACE_INDEX, ns)) == 5
+            assert len(inf.indexer.by_index(informer.NAMESPACE_INDEX, ns)) == 6
 
             # a handler registered late is told about what is already cached
             late = Recorder()
@@ -108,7 +117,8 @@ def test_selectors_factory_sharing_and_resync(kubling: KublingServer) -> None:
             factory.start()
             await factory.wait_for_sync(timeout=5)
             assert web.indexer.keys() == [f"{ns}/web"]
-            assert sorted(everything.indexer.keys()) == [f"{ns}/other", f"{ns}/web"]
+            assert sorted(everything.indexer.keys()) == [f"{ns}/{ROOT_CA}", f"{ns}/other",
+                                                         f"{ns}/web"]
             await eventually(lambda: len(resyncs) >= 2)
             assert set(resyncs) == {f"{ns}/web"}
             # a label change moves the object out of the selection: a DELETED event
@@ -158,7 +168,8 @@ def test_informer_recovers_after_a_server_restart(
             await asyncio.to_thread(server.start)
 
             await eventually(lambda: sorted(inf.indexer.keys()) ==
-                             [f"{ns}/born", f"{ns}/changed", f"{ns}/keep"], timeout=15)
+                             [f"{ns}/born", f"{ns}/changed", f"{ns}/keep", f"{ns}/{ROOT_CA}"],
+                             timeout=15)
             changed = inf.indexer.get(f"{ns}/changed")
             assert changed is not None and changed["data"] == {"v": "2"}
             assert sorted(seen.events) == [("add", f"{ns}/born"), ("delete", f"{ns}/doomed"),

@@ -8,7 +8,14 @@ import contextlib
 import pytest
 
 from kubling.client import config, rest
-from tests.client.helpers import CONFIGMAPS, NAMESPACES, configmap, make_namespace, run
+from tests.client.helpers import (
+    CONFIGMAPS,
+    NAMESPACES,
+    ROOT_CA,
+    configmap,
+    make_namespace,
+    run,
+)
 from tests.server_fixture import KublingServer
 
 
@@ -56,7 +63,8 @@ def test_crud_and_errors(kubling: KublingServer) -> None:
             page = await cms.list(namespace="client-crud", limit=1)
             assert len(page["items"]) == 1 and page["metadata"]["continue"]
             items, rv = await cms.list_all(namespace="client-crud", page_size=1)
-            assert sorted(i["metadata"]["name"] for i in items) == ["a", "b"] and int(rv) > 0
+            assert sorted(i["metadata"]["name"] for i in items) == ["a", "b", ROOT_CA]
+            assert int(rv) > 0
             assert all(i["kind"] == "ConfigMap" and i["apiVersion"] == "v1" for i in items)
             selected, _ = await cms.list_all(namespace="client-crud", label_selector="l=v")
             assert [i["metadata"]["name"] for i in selected] == ["a"]

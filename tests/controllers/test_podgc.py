@@ -26,8 +26,11 @@ C = TypeVar("C", bound=manager.Controller)
 PODS = rest.lookup("v1", "pods")
 NODES = rest.lookup("v1", "nodes")
 
-#: The controllers a private server runs: none of the ones under test here.
-BACKGROUND_CONTROLLERS = "namespace"
+#: The controllers a private server runs: none of the ones under test here. The
+#: serviceaccount controller makes each namespace's ``default`` account, without which
+#: ServiceAccount admission refuses every pod, as upstream; the root-CA publisher gives
+#: each namespace its ``kube-root-ca.crt`` (``make_namespace`` waits for it).
+BACKGROUND_CONTROLLERS = "namespace,serviceaccount,root-ca-cert-publisher"
 
 
 @contextlib.contextmanager

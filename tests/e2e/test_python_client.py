@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -18,10 +19,21 @@ def core(kubling: KublingServer) -> client.CoreV1Api:
     return client.CoreV1Api(kubling.api_client())
 
 
+#: The ConfigMap the root-CA publisher keeps in every namespace, as upstream.
+ROOT_CA = "kube-root-ca.crt"
+
+
 @pytest.fixture
 def namespace(core: client.CoreV1Api) -> str:
+    """A new namespace, once the root-CA publisher has put its ``kube-root-ca.crt`` there
+    (so that its creation does not interleave with a test's own events)."""
     name = "py-" + uuid.uuid4().hex[:8]
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    deadline = time.monotonic() + 10
+    while not core.list_namespaced_config_map(name, field_selector=f"metadata.name={ROOT_CA}"
+                                              ).items:
+        assert time.monotonic() < deadline, f"no {ROOT_CA} in {name}"
+        time.sleep(0.05)
     return name
 
 
@@ -75,7 +87,7 @@ def test_pagination_with_continue(core: client.CoreV1Api, namespace: str) -> Non
             break
         assert page.metadata.remaining_item_count is not None
     assert pages == 3
-    assert names == [f"page-{i}" for i in range(7)]
+    assert names == [ROOT_CA] + [f"page-{i}" for i in range(7)]
 
 
 def test_watch_stream(core: client.CoreV1Api, namespace: str) -> None:

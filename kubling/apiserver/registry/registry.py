@@ -9,7 +9,7 @@ from __future__ import annotations
 from kubling import storage
 from kubling.api.meta import Object
 from kubling.api.resources import Catalogue, ResourceType
-from kubling.apiserver import watchcache
+from kubling.apiserver import admission, watchcache
 from kubling.apiserver.registry import kinds
 from kubling.apiserver.registry.store import Store
 from kubling.apiserver.registry.strategy import StatusStrategy, Strategy
@@ -26,6 +26,14 @@ class Registry:
         self._status: dict[tuple[str, str, str], Strategy] = {}
         self._namespaces = catalogue.lookup("", "v1", "namespaces")
         self._overrides: dict[tuple[str, str, str], Strategy] = {}
+        self._admission: admission.Chain | None = None
+
+    def set_admission(self, chain: admission.Chain | None) -> None:
+        """Pass every create through ``chain`` from now on (the API server sets it once,
+        before serving; unit tests of the registry run without one)."""
+        self._admission = chain
+        self._stores.clear()
+        self._status.clear()
 
     def set_strategy(self, rt: ResourceType, strategy: Strategy | None) -> None:
         """Serve ``rt`` with ``strategy`` (custom resources); None returns to the default."""
@@ -48,6 +56,7 @@ class Registry:
                 self.caches.cache(rt.storage_prefix),
                 namespace_state=self._namespace_state,
                 fresh=self.caches.is_fresh,
+                admission_chain=self._admission,
             )
             self._stores[key] = store
         return store

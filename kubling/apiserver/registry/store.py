@@ -22,7 +22,7 @@ from kubling import storage
 from kubling.api import fieldmanager, meta
 from kubling.api.meta import Object
 from kubling.api.resources import ResourceType
-from kubling.apiserver import errors, watchcache
+from kubling.apiserver import admission, errors, watchcache
 from kubling.apiserver.registry.strategy import Strategy
 
 #: Characters upstream appends to ``generateName`` (no vowels, no look-alikes).
@@ -80,6 +80,12 @@ def _shortens(md: dict[str, Any], grace: int) -> bool:
     return isinstance(current, int) and grace < current
 
 
+def generate_name(base: str) -> str:
+    """``base`` plus five random characters, as upstream's ``SimpleNameGenerator``."""
+    suffix = "".join(random.choice(_GENERATE_ALPHABET) for _ in range(5))
+    return base[: 63 - 5] + suffix if len(base) > 58 else base + suffix
+
+
 def encode(obj: Object) -> bytes:
     """The stored form: the object without its ``resourceVersion`` (that is the revision)."""
     md = obj.get("metadata")
@@ -107,6 +113,7 @@ class Store:
         *,
         namespace_state: Callable[[str], Awaitable[Object | None]],
         fresh: Callable[[], Awaitable[bool]] | None = None,
+        admission_chain: admission.Chain | None = None,
     ) -> None:
         self.rt = rt
         self.strategy = strategy
@@ -114,6 +121,7 @@ class Store:
         self.cache = cache
         self._namespace_state = namespace_state
         self._fresh = fresh
+        self._admission = admission_chain
         #: Objects of this version are stored converted to another one (see conversion.py).
         self.converts = bool(rt.storage_version) and rt.storage_version != rt.api_version
 
@@ -206,6 +214,9 @@ class Store:
             raise self._invalid(meta.name_of(obj), errs)
         if self.rt.namespaced:
             await self._check_namespace_open(namespace, md["name"])
+        if self._admission is not None:
+            await self._admission.admit(obj, admission.Attributes(
+                self.rt, namespace, md["name"], dry_run=dry_run))
         txn = await self.strategy.begin_create(obj, dry_run=dry_run)
         try:
             created = await self._write_new(obj, namespace, generate, dry_run)
@@ -242,8 +253,7 @@ class Store:
 
     @staticmethod
     def _generated_name(base: str) -> str:
-        suffix = "".join(random.choice(_GENERATE_ALPHABET) for _ in range(5))
-        return base[: 63 - 5] + suffix if len(base) > 58 else base + suffix
+        return generate_name(base)
 
     async def _check_namespace_open(self, namespace: str, name: str) -> None:
         ns = await self._namespace_state(namespace)

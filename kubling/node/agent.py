@@ -32,6 +32,7 @@ from kubling.node.images.store import ImageStore
 from kubling.node.podworker import PodWorker, WorkerContext
 from kubling.node.runtime import ContainerRuntimeError, Runtime
 from kubling.node.sandbox import SandboxManager
+from kubling.node.volumes import VolumeManager
 
 log = logging.getLogger("kubling.node.agent")
 
@@ -41,6 +42,8 @@ SERVICES = rest.lookup("v1", "services")
 DNS_LOOKUP_TTL = 30.0
 #: The kubelet's ImageGCPeriod.
 IMAGE_GC_PERIOD_SECONDS = 300.0
+#: How long a stopping agent waits for pods being removed to be removed.
+TERMINATION_GRACE_ON_EXIT = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +98,8 @@ class NodeAgent:
         await asyncio.to_thread(cnilib.ensure_default_config, self.config.cni_conf_dir,
                                 facts.pod_cidr, data_dir=self.config.data_dir)
         recorder = events.EventRecorder(self.client, "kubelet", facts.name)
+        volumes = VolumeManager(self.client,
+                                allocatable=nodestatus.node_status(facts)["allocatable"])
         self._ctx = WorkerContext(
             pods=self.client.resource(PODS), runtime=self.runtime,
             sandboxes=SandboxManager(data_dir=self.config.data_dir, cni=self.cni,
@@ -104,7 +109,7 @@ class NodeAgent:
                                 on_pulled=reporter.poke),
             store=self.store, recorder=recorder, node_name=facts.name,
             node_ip=self.config.node_ip, data_dir=self.config.data_dir,
-            crash_backoff=Backoff(), cluster_dns=self._cluster_dns)
+            crash_backoff=Backoff(), volumes=volumes, cluster_dns=self._cluster_dns)
         pods = informer.Informer(self.client, PODS,
                                  field_selector=f"spec.nodeName={facts.name}")
         pods.start()
@@ -121,15 +126,26 @@ class NodeAgent:
             finally:
                 gc.cancel()
         finally:
+            await self._let_terminations_finish()
             for task in self._tasks.values():
                 task.cancel()
             for task in list(self._tasks.values()):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await pods.stop()
+            await volumes.close()
             await recorder.close()
             if server is not None:
                 await server.stop()
+
+    async def _let_terminations_finish(self) -> None:
+        """On the way out, give workers that are removing a deleted pod a few seconds to
+        finish: cancelled half-way they would leave its mounts behind until the next
+        start (running pods are left running, as always)."""
+        ending = [self._tasks[uid] for uid, worker in self._workers.items()
+                  if worker.terminating and uid in self._tasks]
+        if ending:
+            await asyncio.wait(ending, timeout=TERMINATION_GRACE_ON_EXIT)
 
     async def _serve(self) -> kubeletserver.KubeletServer | None:
         """Start the HTTPS server; a port in use costs logs, never the pods."""

@@ -2,17 +2,18 @@
 
 ``container_config`` is pure: it turns the pod's container (after API defaulting), its
 image's config and the sandbox into the runtime's ``ContainerConfig`` with upstream's rules
-for command and args (``command`` replaces the image's Entrypoint, ``args`` its Cmd), the
-environment (the image's, then ``env`` with ``$(VAR)`` expansion and the downward-API
-fields a pod knows about itself), the user, the working directory, the sandbox's
-``/etc/hosts``, ``/etc/hostname`` and ``/etc/resolv.conf``, and emptyDir volumes.
+for command and args (``command`` replaces the image's Entrypoint, ``args`` its Cmd, both
+``$(VAR)``-expanded), the environment (the image's, then the container's as ``envvars``
+resolved it), the user, the working directory, the sandbox's ``/etc/hosts``,
+``/etc/hostname`` and ``/etc/resolv.conf``, and the volume mounts (the volumes themselves
+are set up by ``kubling.node.volumes`` before any container starts).
 
 ``ContainerPaths`` is the on-disk layout below the pod directory:
 
-    containers/<name>/image-id        the image in use (``images_in_use`` protects it)
-    containers/<name>/<attempt>/      the overlay root filesystem of one attempt
-    logs/<name>/<attempt>.log         what conmon wrote for that attempt (CRI format)
-    volumes/empty-dir/<volume>/       an emptyDir, shared by the pod's containers
+    containers/<name>/image-id              the image in use (``images_in_use`` protects it)
+    containers/<name>/<attempt>/            the overlay root filesystem of one attempt
+    logs/<name>/<attempt>.log               what conmon wrote for that attempt (CRI format)
+    volumes/kubernetes.io~<kind>/<volume>/  a volume (``kubling.node.volumes``)
 
 A runtime container id is ``<pod uid>_<container name>_<attempt>``: container names are DNS
 labels (no ``_``), so an agent that restarts reads the pod, the container and its restart
@@ -21,19 +22,21 @@ count back from ``Runtime.list()``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-import re
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from kubling.api.meta import Object
 from kubling.api.validation import _quantity
+from kubling.node import envvars
 from kubling.node.images.manifest import ImageConfig
 from kubling.node.runtime import HOST, ContainerConfig, Mount, Namespaces, Resources
 from kubling.node.sandbox import Sandbox, cgroup_parent
+from kubling.node.volumes import Mounted
 
-_EXPANSION = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 _UID_LENGTH = 36
 
 
@@ -78,19 +81,13 @@ class ContainerPaths:
         return self.pod_dir / "logs" / self.name / f"{attempt}.log"
 
 
-def empty_dir(pod_dir: Path, volume: str) -> Path:
-    return pod_dir / "volumes" / "empty-dir" / volume
-
-
 def container_config(*, pod: Object, container: Object, image: ImageConfig, sandbox: Sandbox,
-                     container_id: ContainerId, rootfs: Path, node_name: str,
-                     host_ip: str) -> ContainerConfig:
-    """The runtime's view of one container; raises ContainerSpecError."""
+                     container_id: ContainerId, rootfs: Path, env: Mapping[str, str],
+                     volumes: Mapping[str, Mounted]) -> ContainerConfig:
+    """The runtime's view of one container, given its resolved environment (``envvars``)
+    and the pod's volumes as set up; raises ContainerSpecError."""
     spec = pod.get("spec") or {}
-    env = environment(pod, container, image, pod_ip=sandbox.pod_ip, node_name=node_name,
-                      host_ip=host_ip)
-    values = dict(item.split("=", 1) for item in env if "=" in item)
-    args = [expand(a, values) for a in command_line(container, image)]
+    args = [envvars.expand(a, env) for a in command_line(container, image)]
     if not args:
         raise ContainerSpecError("no command specified")
     uid, gid = user_of(pod, container, image, rootfs)
@@ -100,12 +97,13 @@ def container_config(*, pod: Object, container: Object, image: ImageConfig, sand
         id=str(container_id),
         rootfs=rootfs,
         args=args,
-        env=env,
+        env=environment(image, env),
         cwd=container.get("workingDir") or image.working_dir or "/",
         uid=uid,
         gid=gid,
+        additional_gids=supplemental_groups(pod),
         hostname=None if spec.get("hostNetwork") else _hostname(sandbox),
-        mounts=mounts(pod, container, sandbox),
+        mounts=mounts(pod, container, sandbox, volumes, env),
         namespaces=Namespaces(network=HOST if sandbox.netns_path is None
                               else str(sandbox.netns_path)),
         cgroups_path=f"{cgroup_parent(sandbox.uid)}/{container['name']}",
@@ -131,55 +129,15 @@ def command_line(container: Object, image: ImageConfig) -> list[str]:
     return [*image.entrypoint, *(args if args else image.cmd)]
 
 
-def environment(pod: Object, container: Object, image: ImageConfig, *, pod_ip: str,
-                node_name: str, host_ip: str) -> list[str]:
-    """The image's environment, overridden by the container's ``env`` in order; each value
-    may refer to variables defined before it with ``$(NAME)``."""
+def environment(image: ImageConfig, env: Mapping[str, str]) -> list[str]:
+    """The image's environment overridden by the container's (as the runtime merges them:
+    a variable keeps its place, a new one is appended)."""
     merged: dict[str, str] = {}
     for item in image.env:
         name, _, value = item.partition("=")
         merged[name] = value
-    defined: dict[str, str] = {}
-    for var in container.get("env") or []:
-        name = var["name"]
-        if "valueFrom" in var:
-            value = _value_from(pod, var["valueFrom"], pod_ip=pod_ip, node_name=node_name,
-                                host_ip=host_ip)
-        else:
-            value = expand(str(var.get("value") or ""), defined)
-        defined[name] = value
-        merged[name] = value
+    merged.update(env)
     return [f"{k}={v}" for k, v in merged.items()]
-
-
-def expand(text: str, values: Mapping[str, str]) -> str:
-    """``$(VAR)`` becomes VAR's value when defined (left as written otherwise), ``$$`` a
-    literal ``$``: Kubernetes' expansion rules."""
-    def one(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        return values.get(match.group(1), match.group(0))
-    return _EXPANSION.sub(one, text)
-
-
-def _value_from(pod: Object, source: Object, *, pod_ip: str, node_name: str,
-                host_ip: str) -> str:
-    ref = source.get("fieldRef")
-    if ref is None:
-        raise ContainerSpecError(
-            f"env valueFrom {sorted(source)} is not supported by this node yet")
-    md = pod["metadata"]
-    path = ref.get("fieldPath", "")
-    fields = {"metadata.name": md.get("name", ""), "metadata.namespace": md.get("namespace", ""),
-              "metadata.uid": md.get("uid", ""), "status.podIP": pod_ip,
-              "status.hostIP": host_ip, "spec.nodeName": node_name,
-              "spec.serviceAccountName": (pod.get("spec") or {}).get("serviceAccountName", "")}
-    if path in fields:
-        return str(fields[path])
-    match = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
-    if match:
-        return str((md.get(match.group(1)) or {}).get(match.group(2), ""))
-    raise ContainerSpecError(f"unsupported fieldPath {path!r}")
 
 
 def user_of(pod: Object, container: Object, image: ImageConfig, rootfs: Path) -> tuple[int, int]:
@@ -202,6 +160,15 @@ def user_of(pod: Object, container: Object, image: ImageConfig, rootfs: Path) ->
     if run_as_group is not None:
         gid = int(run_as_group)
     return uid, gid
+
+
+def supplemental_groups(pod: Object) -> list[int]:
+    """The process's extra groups, as the kubelet gives them: ``fsGroup`` (so it can use
+    the volumes made group-owned by it), then ``supplementalGroups``."""
+    context = (pod.get("spec") or {}).get("securityContext") or {}
+    groups = [context["fsGroup"]] if isinstance(context.get("fsGroup"), int) else []
+    groups += [g for g in context.get("supplementalGroups") or [] if isinstance(g, int)]
+    return list(dict.fromkeys(groups))
 
 
 def _lookup_user(user: str, rootfs: Path) -> tuple[int, int]:
@@ -236,32 +203,51 @@ def _hostname(sandbox: Sandbox) -> str:
         return ""
 
 
-def mounts(pod: Object, container: Object, sandbox: Sandbox) -> list[Mount]:
-    """The sandbox's managed files, then the container's volumeMounts of supported volumes
-    (emptyDir for now); a mount of a volume kind this node cannot provide yet is an error
-    the pod's status names."""
+def mounts(pod: Object, container: Object, sandbox: Sandbox, volumes: Mapping[str, Mounted],
+           env: Mapping[str, str]) -> list[Mount]:
+    """The sandbox's managed files, then the container's ``volumeMounts``: a bind of the
+    volume's directory (or of its ``subPath`` / expanded ``subPathExpr``), read-only when the
+    mount or the volume kind says so. Only the default propagation (private) exists here:
+    ``mountPropagation`` is accepted and not honoured."""
     spec = pod.get("spec") or {}
     out = [Mount.bind(sandbox.directory / "etc-hosts", "/etc/hosts"),
            Mount.bind(sandbox.directory / "resolv.conf", "/etc/resolv.conf")]
     if not spec.get("hostNetwork"):
         out.append(Mount.bind(sandbox.directory / "hostname", "/etc/hostname"))
-    volumes = {v.get("name"): v for v in spec.get("volumes") or []}
     for mount in container.get("volumeMounts") or []:
-        volume = volumes.get(mount.get("name"))
+        volume = volumes.get(mount.get("name", ""))
         if volume is None:
-            raise ContainerSpecError(f'volume "{mount.get("name")}" not found in the pod')
-        if "emptyDir" not in volume:
-            kind = next((k for k in volume if k != "name"), "unknown")
-            if mount.get("mountPath") == "/var/run/secrets/kubernetes.io/serviceaccount":
-                continue  # the service account token volume: not provided by this node yet
-            raise ContainerSpecError(f'volume "{volume["name"]}": {kind} volumes are not '
-                                     "supported by this node yet")
-        source = empty_dir(sandbox.directory, volume["name"])
-        if mount.get("subPath"):
-            source = source / mount["subPath"]
-        source.mkdir(parents=True, exist_ok=True)
-        out.append(Mount.bind(source, mount["mountPath"], readonly=bool(mount.get("readOnly"))))
+            raise ContainerSpecError(f'cannot find volume "{mount.get("name")}" to mount into '
+                                     f'container "{container["name"]}"')
+        source = volume.host_path
+        sub_path = mount.get("subPath") or ""
+        if mount.get("subPathExpr"):
+            sub_path = envvars.expand(mount["subPathExpr"], env)
+        if sub_path:
+            source = _sub_path(volume, sub_path, mount["name"], container["name"])
+        out.append(Mount.bind(source, mount["mountPath"],
+                              readonly=bool(mount.get("readOnly")) or volume.read_only))
     return out
+
+
+def _sub_path(volume: Mounted, sub_path: str, name: str, container: str) -> Path:
+    """The host path a ``subPath`` mount binds: resolved through symlinks (so a configMap
+    key pins its current version, as upstream) and refused when that leaves the volume; a
+    missing directory is made in a writable volume."""
+    failed = ContainerSpecError(f'failed to prepare subPath for volumeMount "{name}" of '
+                                f'container "{container}"')
+    if os.path.isabs(sub_path) or ".." in sub_path.split("/"):
+        raise failed
+    base = os.path.realpath(volume.host_path)
+    resolved = os.path.realpath(os.path.join(base, sub_path))
+    if not (resolved == base or resolved.startswith(base + "/")):
+        raise failed
+    if not os.path.lexists(resolved) and not volume.read_only:
+        with contextlib.suppress(OSError):
+            os.makedirs(resolved, mode=0o755, exist_ok=True)
+    if not os.path.exists(resolved):
+        raise failed
+    return Path(resolved)
 
 
 def resources(container: Object) -> Resources:

@@ -24,6 +24,9 @@ class ContainerView:
     name: str
     image: str
     init: bool = False
+    #: An init container with ``restartPolicy: Always``: a sidecar, which keeps running
+    #: beside the main containers and counts towards the pod's readiness.
+    sidecar: bool = False
     restart_count: int = 0
     container_id: str = ""
     image_ref: str = ""
@@ -47,12 +50,29 @@ class ContainerView:
 
     @property
     def ready(self) -> bool:
-        """Started and passing its readiness probe: what Ready/ContainersReady count."""
-        return self.started and self.probe_ready and not self.init
+        """Started and passing its readiness probe (main containers and sidecars); a
+        regular init container is ready once it succeeded, as upstream's prober says."""
+        if self.init and not self.sidecar:
+            return self.succeeded and self.is_terminated
+        return self.started and self.probe_ready
 
     @property
     def succeeded(self) -> bool:
         return self.terminated is not None and self.terminated.get("exitCode") == 0
+
+    @property
+    def is_terminated(self) -> bool:
+        """Its state is ``terminated`` (not waiting to be restarted, not running)."""
+        return not self.running and self.terminated is not None and not self.waiting_reason
+
+    @property
+    def is_waiting(self) -> bool:
+        return not self.running and not self.is_terminated
+
+    @property
+    def ever_ran(self) -> bool:
+        """It ran at least once (running now, or a termination is on record)."""
+        return self.running or self.terminated is not None or self.last_terminated is not None
 
     def set_waiting(self, reason: str, message: str = "") -> None:
         self.waiting_reason, self.waiting_message = reason, message
@@ -103,29 +123,52 @@ def terminated(exit_code: int, *, reason: str = "", message: str = "", container
 
 
 def phase(restart_policy: str, init: list[ContainerView], main: list[ContainerView]) -> str:
-    """Upstream's getPhase: a container waiting after a termination counts as stopped (it is
-    being restarted), so a crash-looping pod of restartPolicy Always stays Running."""
+    """Upstream's getPhase. A container waiting after a termination counts as stopped (it is
+    being restarted), so a crash-looping pod of restartPolicy Always stays Running. Sidecars
+    keep the pod Pending until they are started (unless a main container already ran), count
+    as running while they run, and are ignored once terminated: a pod whose main containers
+    finished is Succeeded or Failed by those alone."""
+    pending_regular = pending_sidecars = failed_init = 0
     for view in init:
-        if view.succeeded:
+        if view.sidecar:
             continue
-        if view.terminated is not None and restart_policy == "Never" and not view.running:
-            return "Failed"
-        return "Pending"
+        if view.running:
+            pending_regular += 1
+        elif view.is_terminated:
+            failed_init += not view.succeeded
+        elif view.last_terminated is not None:
+            failed_init += view.last_terminated.get("exitCode") != 0
+        else:
+            pending_regular += 1
     running = waiting = stopped = succeeded = 0
+    for view in init:
+        if not view.sidecar:
+            continue
+        if view.running:
+            pending_sidecars += not view.started
+            running += 1
+        elif view.is_waiting and view.last_terminated is None and view.terminated is None:
+            pending_sidecars += 1
+            waiting += 1
     for view in main:
         if view.running:
             running += 1
-        elif view.terminated is not None and not view.waiting_reason:
+        elif view.is_terminated:
             stopped += 1
             succeeded += view.succeeded
         elif view.last_terminated is not None or view.terminated is not None:
             stopped += 1
         else:
             waiting += 1
-    if waiting:
+    if failed_init and restart_policy == "Never":
+        return "Failed"
+    initialized = any(view.ever_ran for view in main)
+    if pending_regular or (pending_sidecars and not initialized) or waiting:
         return "Pending"
     if running:
         return "Running"
+    if not stopped:
+        return "Pending"
     if restart_policy == "Always":
         return "Running"
     if stopped == succeeded:
@@ -141,14 +184,19 @@ def conditions(previous: list[Object], *, sandbox_ready: bool, init: list[Contai
     (kept from the scheduler's write), in upstream's order."""
     wanted: list[tuple[str, bool, str, str]] = [
         ("PodReadyToStartContainers", sandbox_ready, "", "")]
-    incomplete = [v.name for v in init if not v.succeeded]
-    wanted.append(("Initialized", not incomplete, "" if not incomplete else
-                   "ContainersNotInitialized",
+    # Regular init containers must have succeeded and sidecars started; once a main
+    # container ran, the pod stays initialized while a sidecar restarts.
+    incomplete = [v.name for v in init if not (v.started if v.sidecar else v.ready)]
+    if pod_phase == "Succeeded" or any(v.ever_ran for v in main):
+        incomplete = []
+    wanted.append(("Initialized", not incomplete, "ContainersNotInitialized" if incomplete
+                   else "PodCompleted" if pod_phase == "Succeeded" else "",
                    f"containers with incomplete status: [{' '.join(incomplete)}]"
                    if incomplete else ""))
-    unready = [v.name for v in main if not v.ready]
+    unready = [v.name for v in [*(v for v in init if v.sidecar), *main] if not v.ready]
     if pod_phase in ("Succeeded", "Failed"):
-        reason, message = "PodCompleted", ""
+        reason = "PodCompleted" if pod_phase == "Succeeded" else "PodFailed"
+        message = ""
     else:
         reason = "ContainersNotReady" if unready else ""
         message = f"containers with unready status: [{' '.join(unready)}]" if unready else ""
@@ -178,8 +226,11 @@ def conditions(previous: list[Object], *, sandbox_ready: bool, init: list[Contai
 
 def pod_status(pod: Object, *, sandbox_ready: bool, pod_ips: tuple[str, ...], host_ip: str,
                init: list[ContainerView], main: list[ContainerView],
-               terminal_phase: str | None = None) -> Object:
-    """The whole ``status`` the worker writes (merge patch: lists are replaced whole)."""
+               terminal_phase: str | None = None, reason: str = "",
+               message: str = "") -> Object:
+    """The whole ``status`` the worker writes (merge patch: lists are replaced whole);
+    ``reason``/``message`` explain a pod the node failed (``Evicted``,
+    ``DeadlineExceeded``)."""
     current: Object = pod.get("status") or {}
     restart_policy = (pod.get("spec") or {}).get("restartPolicy") or "Always"
     pod_phase = terminal_phase or phase(restart_policy, init, main)
@@ -198,4 +249,18 @@ def pod_status(pod: Object, *, sandbox_ready: bool, pod_ips: tuple[str, ...], ho
         status["podIPs"] = [{"ip": ip} for ip in pod_ips]
     if current.get("qosClass"):
         status["qosClass"] = current["qosClass"]
+    if reason:
+        status["reason"], status["message"] = reason, message
+        if reason == "Evicted":  # the eviction manager's mark; a deadline leaves none
+            status["conditions"].append(_disruption_target(current, message))
     return status
+
+
+def _disruption_target(current: Object, message: str) -> Object:
+    """The DisruptionTarget condition upstream adds to a pod the kubelet evicts."""
+    for condition in current.get("conditions") or []:
+        if condition.get("type") == "DisruptionTarget":
+            return dict(condition)
+    return {"type": "DisruptionTarget", "status": "True", "lastProbeTime": None,
+            "lastTransitionTime": meta.now(), "reason": "TerminationByKubelet",
+            "message": message}

@@ -2,12 +2,16 @@
 
 The agent hands every new version of the pod to ``PodWorker.update`` (or ``None`` when the
 pod left the API); the worker keeps only the latest and, each time it wakes, brings the node
-towards it: the sandbox, then the init containers one by one to success, then every main
-container, restarting exited ones per ``restartPolicy`` with the CrashLoopBackOff delay, and
-writes the pod's status when it changed. A deletion (``deletionTimestamp``) or a pod gone
-from the API makes it stop the containers (SIGTERM, SIGKILL after the grace period), remove
-them and the sandbox, confirm the deletion with a zero-grace DELETE bound to the pod's uid,
-and end.
+towards it: the volumes (set up, then refreshed on every sync; a watched configMap or secret
+that changes wakes the worker), the sandbox, then the init containers one by one to
+success — sidecars (``restartPolicy: Always``) only to started, and kept running — then
+every main container, restarting exited ones per ``restartPolicy`` with the
+CrashLoopBackOff delay, and writes the pod's status when it changed. A pod whose main
+containers finished for good has its sidecars stopped, last first; one past its
+``activeDeadlineSeconds`` fails (``DeadlineExceeded``) and is stopped. A deletion
+(``deletionTimestamp``) or a pod gone from the API makes it stop the containers (SIGTERM,
+SIGKILL after the grace period), remove them, the volumes and the sandbox, confirm the
+deletion with a zero-grace DELETE bound to the pod's uid, and end.
 
 A container's exit wakes the worker at once: a waiter task per running container sits in
 ``Runtime.wait`` (it reads conmon's exit file; no runc call). Errors are the pod's, never
@@ -22,12 +26,13 @@ import dataclasses
 import datetime
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from kubling.api.meta import Object
 from kubling.client import events, rest
-from kubling.node import containers, hooks, podstatus, probes
+from kubling.node import containers, envvars, hooks, podstatus, probes
 from kubling.node.backoff import Backoff
 from kubling.node.imagepull import ContainerImage, ImageManager, ImagePullFailure
 from kubling.node.images import rootfs
@@ -35,6 +40,7 @@ from kubling.node.images.store import ImageStore
 from kubling.node.podstatus import ContainerView
 from kubling.node.runtime import ContainerRuntimeError, ContainerState, Runtime, SpecError
 from kubling.node.sandbox import Sandbox, SandboxError, SandboxManager
+from kubling.node.volumes import VolumeManager
 
 log = logging.getLogger("kubling.node.podworker")
 
@@ -43,6 +49,11 @@ RETRY_SECONDS = 2.0
 STOPPED = "stopped"
 #: upstream's exit code for a container that could not start (StartError).
 START_ERROR_EXIT = 128
+#: The least grace a container gets after waiting for its turn (the kubelet's
+#: minimumGracePeriodInSeconds), so that a sidecar is never SIGKILLed unwarned.
+MINIMUM_GRACE = 2.0
+#: The status message and event of a pod past its activeDeadlineSeconds (upstream's words).
+DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 #: Failures worth one log line, not a traceback: the API is away or said no.
 _EXPECTED = (*rest.TRANSPORT_ERRORS, rest.ApiError)
 
@@ -61,6 +72,7 @@ class WorkerContext:
     node_ip: str
     data_dir: Path
     crash_backoff: Backoff
+    volumes: VolumeManager
     #: The cluster DNS address for ClusterFirst pods, None when the cluster has none.
     cluster_dns: Callable[[], Awaitable[str | None]] | None = None
 
@@ -75,6 +87,7 @@ class PodWorker:
         self._wake = asyncio.Event()
         self._wake.set()
         self._sandbox: Sandbox | None = None
+        self._volumes = ctx.volumes.for_pod(uid, self._pod_dir(), wake=self._wake.set)
         self._views: dict[str, ContainerView] = {}
         self._adopted = {c.name: c for c in sorted(adopted, key=lambda c: c.attempt)}
         self._waiters: dict[str, asyncio.Task[None]] = {}
@@ -86,6 +99,11 @@ class PodWorker:
         phase = (pod.get("status") or {}).get("phase")
         #: A pod that finished stays finished: its containers are never started again.
         self._terminal: str | None = phase if phase in ("Succeeded", "Failed") else None
+        #: Why the node failed the pod (``Evicted`` and its message), if it did.
+        self._failure: tuple[str, str] = ("", "")
+        #: The pod's startTime (now, for a pod the agent has not written yet): where
+        #: ``activeDeadlineSeconds`` counts from.
+        self._start_time = _parse((pod.get("status") or {}).get("startTime")) or time.time()
         self._resync = RESYNC_SECONDS
 
     # -- the loop ---------------------------------------------------------------------
@@ -124,6 +142,11 @@ class PodWorker:
                 kill.cancel()
 
     @property
+    def terminating(self) -> bool:
+        """Whether the worker is (or is about to be) removing its pod from the node."""
+        return self.pod is None or bool(self.pod["metadata"].get("deletionTimestamp"))
+
+    @property
     def last_pod(self) -> Object:
         """The newest version of the pod this worker saw (also once it left the API)."""
         return self._last_pod
@@ -144,6 +167,13 @@ class PodWorker:
     async def _sync(self, pod: Object) -> None:
         spec = pod.get("spec") or {}
         self._ensure_views(spec)
+        if self._terminal is None and self._past_deadline(spec):
+            await self._fail(pod, "DeadlineExceeded", DEADLINE_MESSAGE, event_type=events.NORMAL,
+                             grace=_grace(spec))
+        if self._terminal is None and not await self._set_up_volumes(pod):
+            await self._refresh()
+            await self._write_status(pod)
+            return
         if self._sandbox is None:
             try:
                 dns = await self.ctx.cluster_dns() if self.ctx.cluster_dns else None
@@ -155,19 +185,69 @@ class PodWorker:
                 await self._write_status(pod)
                 return
         await self._refresh()
-        if self._terminal is None:
-            init_done = await self._sync_init(pod, spec)
-            if init_done:
-                for container in spec.get("containers") or []:
-                    await self._sync_container(pod, container, spec)
+        if self._terminal is None and not self._completed(spec):
+            if await self._sync_init(pod, spec):
+                await self._sync_main(pod, spec)
+            message = await self._volumes.exceeded_limit()
+            if message:
+                await self._fail(pod, "Evicted", message, event_type=events.WARNING, grace=0)
+        if self._terminal is not None or self._completed(spec):
+            await self._stop_sidecars(pod, spec)
         await self._write_status(pod)
 
+    async def _fail(self, pod: Object, reason: str, message: str, *, event_type: str,
+                    grace: float) -> None:
+        """The node fails the pod for good (the eviction manager's ``Evicted``, the active
+        deadline's ``DeadlineExceeded``): an event, the reason in the status, its
+        containers stopped (at once for an eviction) and never restarted."""
+        self.ctx.recorder.record(pod, event_type, reason, message)
+        self._terminal = "Failed"
+        self._failure = (reason, message)
+        ids = await self._container_ids()
+        await self._stop_in_order(pod, ids, grace, pre_stop=grace > 0)
+        await self._refresh()
+
+    def _past_deadline(self, spec: Object) -> bool:
+        """``activeDeadlineSeconds``, counted from the pod's startTime as the kubelet's
+        activeDeadlineHandler does; until then the worker wakes when it falls due."""
+        deadline = spec.get("activeDeadlineSeconds")
+        if not isinstance(deadline, int) or isinstance(deadline, bool) or deadline <= 0:
+            return False
+        left = self._start_time + deadline - time.time()
+        if left > 0:
+            self._later(left)
+        return left <= 0
+
+    def _completed(self, spec: Object) -> bool:
+        """Every main container finished for good (restartPolicy Never, or OnFailure and
+        they all succeeded): the pod is done, and its sidecars are to be stopped."""
+        policy = spec.get("restartPolicy") or "Always"
+        if policy == "Always":
+            return False
+        mains = [self._views.get(c["name"]) for c in spec.get("containers") or []]
+        return bool(mains) and all(
+            view is not None and view.is_terminated and (policy == "Never" or view.succeeded)
+            for view in mains)
+
+    async def _set_up_volumes(self, pod: Object) -> bool:
+        """Set up or refresh the pod's volumes (before the sandbox, as the kubelet waits
+        for them first); True once every one is ready. A failure is a FailedMount event and
+        is retried on the next sync — sooner when a watched configMap or secret changes."""
+        for message in await self._volumes.set_up(pod):
+            self.ctx.recorder.record(pod, events.WARNING, "FailedMount", message)
+        return self._volumes.ready
+
     def _ensure_views(self, spec: Object) -> None:
+        # Upstream's default waiting reason: PodInitializing in a pod with init containers
+        # (what makes ``Init:0/1`` and then ``PodInitializing`` show), else ContainerCreating.
+        default = "PodInitializing" if spec.get("initContainers") else "ContainerCreating"
         for init, key in ((True, "initContainers"), (False, "containers")):
             for container in spec.get(key) or []:
                 name = container["name"]
                 if name not in self._views:
-                    view = ContainerView(name=name, image=container.get("image", ""), init=init)
+                    view = ContainerView(name=name, image=container.get("image", ""), init=init,
+                                         sidecar=init and _is_sidecar(container),
+                                         waiting_reason=default)
                     adopted = self._adopted.get(name)
                     if adopted is not None:
                         view.container_id = str(adopted)
@@ -179,7 +259,7 @@ class PodWorker:
         for view in self._views.values():
             # Running containers, and adopted ones whose state is not known yet; a
             # terminated or backing-off container does not change under us.
-            unknown = view.waiting_reason == "ContainerCreating"
+            unknown = view.waiting_reason in ("ContainerCreating", "PodInitializing")
             if not view.container_id or not (view.running or unknown):
                 continue
             try:
@@ -235,11 +315,26 @@ class PodWorker:
         self._waiters[container_id] = asyncio.create_task(wait(), name=f"wait-{container_id}")
 
     async def _sync_init(self, pod: Object, spec: Object) -> bool:
-        """Run the init containers in order; True once every one succeeded."""
+        """Run the init containers in order; True once every regular one succeeded and
+        every sidecar started (upstream's computeInitContainerActions).
+
+        A sidecar lets the next init container start as soon as it is started (its
+        postStart returned and its startup probe passed) and is restarted whenever it
+        exits, whatever the pod's restartPolicy. Once a main container has run, the pod is
+        initialized for good: regular init containers never run again and a restarting
+        sidecar no longer holds the main containers back."""
         policy = spec.get("restartPolicy") or "Always"
+        initialized = any(self._views[c["name"]].ever_ran for c in spec.get("containers") or []
+                          if c["name"] in self._views)
         for container in spec.get("initContainers") or []:
             view = self._views[container["name"]]
-            if view.succeeded and not view.waiting_reason:
+            if view.sidecar:
+                if not view.running:
+                    await self._start_or_back_off(pod, container, view, policy="Always")
+                if view.started or initialized:
+                    continue
+                return False
+            if initialized or (view.succeeded and view.is_terminated):
                 continue
             if view.running:
                 return False
@@ -249,6 +344,26 @@ class PodWorker:
             await self._start_or_back_off(pod, container, view, policy="OnFailure")
             return False
         return True
+
+    async def _sync_main(self, pod: Object, spec: Object) -> None:
+        """Start or restart the main containers. In a pod with init containers the status
+        is written first when none has started yet, so that ``PodInitializing`` (init done,
+        main containers not yet running) is seen, as upstream's status shows it."""
+        mains = spec.get("containers") or []
+        if spec.get("initContainers") and not any(
+                self._views[c["name"]].ever_ran or self._views[c["name"]].container_id
+                for c in mains):
+            await self._write_status(pod)
+        for container in mains:
+            await self._sync_container(pod, container, spec)
+
+    async def _stop_sidecars(self, pod: Object, spec: Object) -> None:
+        """The pod finished (or failed): its running sidecars are stopped, last first."""
+        running = [view.container_id for view in self._views.values()
+                   if view.sidecar and view.running and view.container_id]
+        if running:
+            await self._stop_in_order(pod, running, _grace(spec))
+            await self._refresh()
 
     async def _sync_container(self, pod: Object, container: Object, spec: Object) -> None:
         view = self._views[container["name"]]
@@ -269,6 +384,9 @@ class PodWorker:
         previous = view.terminated or (view.last_terminated if view.waiting_reason ==
                                        "CrashLoopBackOff" else None)
         if view.terminated is not None:
+            # The termination is seen (Error, OOMKilled...) before the restart, as upstream
+            # reports what it found before acting on it.
+            await self._write_status(pod)
             finished = _parse(view.terminated.get("finishedAt"))
             wait = self.ctx.crash_backoff.remaining(key, since=finished)
             if wait > 0:
@@ -337,11 +455,17 @@ class PodWorker:
         cid = containers.ContainerId(self.uid, view.name, view.restart_count)
         paths = containers.ContainerPaths(self._sandbox.directory, view.name)
         try:
+            env = await self._environment(pod, container)
+        except envvars.EnvError as err:
+            view.set_waiting("CreateContainerConfigError", str(err))
+            self.ctx.recorder.record(pod, events.WARNING, "Failed", f"Error: {err}")
+            self._later(RETRY_SECONDS * 5)
+            return
+        try:
             root = await asyncio.to_thread(self._prepare_rootfs, image, paths, cid.attempt)
             config = containers.container_config(
                 pod=pod, container=container, image=image.config, sandbox=self._sandbox,
-                container_id=cid, rootfs=root, node_name=self.ctx.node_name,
-                host_ip=self.ctx.node_ip)
+                container_id=cid, rootfs=root, env=env, volumes=self._volumes.mounted())
         except (containers.ContainerSpecError, rootfs.RootfsError, OSError) as err:
             await asyncio.to_thread(rootfs.unmount_rootfs, paths.attempt_dir(cid.attempt))
             view.set_waiting("CreateContainerConfigError", str(err))
@@ -373,6 +497,18 @@ class PodWorker:
         self._sync_prober(view)
         if not view.running:  # it has already exited: the next step must not wait
             self._later(0)
+
+    async def _environment(self, pod: Object, container: Object) -> dict[str, str]:
+        """The container's variables (envvars.resolve); raises EnvError."""
+        def warn(message: str) -> None:
+            self.ctx.recorder.record(pod, events.WARNING, "InvalidEnvironmentVariableNames",
+                                     message)
+
+        facts = envvars.PodFacts(
+            pod_ips=self._sandbox.pod_ips if self._sandbox else (), host_ip=self.ctx.node_ip,
+            node_name=self.ctx.node_name, allocatable=self.ctx.volumes.host.allocatable)
+        return await envvars.resolve(pod, container, cache=self.ctx.volumes.objects,
+                                     facts=facts, warn=warn)
 
     # -- probes and hooks -------------------------------------------------------------
 
@@ -422,7 +558,10 @@ class PodWorker:
             self.ctx.recorder.record(self._last_pod, events.WARNING, "Unhealthy", message)
 
         async def kill(kind: str) -> None:
-            message = f"Container {name} failed {kind.lower()} probe, will be restarted"
+            view = self._views.get(name)
+            message = (f"Init container {name} failed {kind.lower()} probe"
+                       if view is not None and view.sidecar else
+                       f"Container {name} failed {kind.lower()} probe, will be restarted")
             container = self._container_spec(name) or {}
             probe = container.get(f"{kind.lower()}Probe") or {}
             grace = probe.get("terminationGracePeriodSeconds")
@@ -500,7 +639,8 @@ class PodWorker:
         status = podstatus.pod_status(
             pod, sandbox_ready=self._sandbox is not None,
             pod_ips=self._sandbox.pod_ips if self._sandbox else (), host_ip=self.ctx.node_ip,
-            init=init, main=main, terminal_phase=self._terminal)
+            init=init, main=main, terminal_phase=self._terminal,
+            reason=self._failure[0], message=self._failure[1])
         if status["phase"] in ("Succeeded", "Failed"):
             self._terminal = status["phase"]
         if status == self._sent:
@@ -523,9 +663,10 @@ class PodWorker:
         self._waiters.clear()
         self._stop_probers()
         ids = await self._container_ids()
-        await asyncio.gather(*(self._stop(pod, cid, grace) for cid in ids))
+        await self._stop_in_order(pod, ids, grace)
         for cid in ids:
             await self.ctx.runtime.delete(cid)
+        await self._volumes.tear_down()
         await self.ctx.sandboxes.remove(self.uid)
         self.ctx.crash_backoff.forget_prefix(f"{self.uid}/")
         self.ctx.images.backoff.forget_prefix(f"{self.uid}/")
@@ -540,10 +681,32 @@ class PodWorker:
         states = await self.ctx.runtime.list()
         return [s.id for s in states if s.id.startswith(self.uid + "_")]
 
+    async def _stop_in_order(self, pod: Object | None, ids: list[str], grace: float, *,
+                             pre_stop: bool = True) -> None:
+        """Upstream's termination ordering: the other containers stop together; sidecars
+        run their preStop at once too, but get the stop signal only after the main
+        containers and the sidecars declared after them have exited (last one first)."""
+        spec = (pod or self._last_pod).get("spec") or {}
+        order = [c["name"] for c in spec.get("initContainers") or [] if _is_sidecar(c)]
+
+        def rank(container_id: str) -> int:
+            parsed = containers.ContainerId.parse(container_id)
+            return order.index(parsed.name) if parsed and parsed.name in order else -1
+
+        tasks = [asyncio.create_task(self._stop(pod, cid, grace, pre_stop=pre_stop))
+                 for cid in ids if rank(cid) < 0]
+        for cid in sorted((cid for cid in ids if rank(cid) >= 0), key=rank, reverse=True):
+            tasks.append(asyncio.create_task(self._stop(pod, cid, grace, pre_stop=pre_stop,
+                                                        after=tuple(tasks))))
+        if tasks:
+            await asyncio.gather(*tasks)
+
     async def _stop(self, pod: Object | None, container_id: str, grace: float, *,
-                    message: str = "", pre_stop: bool = True) -> None:
-        """preStop (when the container runs), then the stop signal, SIGKILL after the
-        grace period. ``message``: the Killing event's text (default: a deletion's)."""
+                    message: str = "", pre_stop: bool = True,
+                    after: tuple[asyncio.Task[None], ...] = ()) -> None:
+        """preStop (when the container runs), then — once the ``after`` stops are done, a
+        sidecar's turn — the stop signal, SIGKILL after the grace period. ``message``: the
+        Killing event's text (default: a deletion's)."""
         parsed = containers.ContainerId.parse(container_id)
         if pod is not None and parsed is not None:
             view = self._views.get(parsed.name)
@@ -555,10 +718,25 @@ class PodWorker:
                     state = await self.ctx.runtime.state(container_id)
                     if state.status == "running":
                         grace = await self._pre_stop(pod, parsed.name, container_id, grace)
+        if after and grace > 0:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            await asyncio.wait(after, timeout=grace)
+            grace = max(grace - (loop.time() - start), MINIMUM_GRACE)
         try:
             await self.ctx.runtime.stop(container_id, grace, sig=signal.SIGTERM)
         except (ContainerRuntimeError, TimeoutError) as err:
             log.info("pod %s: stopping %s: %s", self._key(), container_id, err)
+
+
+def _is_sidecar(container: Object) -> bool:
+    """An init container with ``restartPolicy: Always`` (native sidecars, 1.29+)."""
+    return container.get("restartPolicy") == "Always"
+
+
+def _grace(spec: Object) -> float:
+    value = spec.get("terminationGracePeriodSeconds")
+    return float(value) if isinstance(value, int) and value >= 0 else 30.0
 
 
 def _parse(value: object) -> float | None:

@@ -4,7 +4,8 @@ after the last.
 kubling has no pause container: the sandbox is a named network namespace
 (``kubling-<first 12 of the pod uid>``) attached to the pod network by CNI, plus the pod's
 directory ``<data-dir>/pods/<uid>/`` holding the files every container bind-mounts
-(``etc-hosts``, ``hostname``, ``resolv.conf``), the emptyDir volumes, the containers' root
+(``etc-hosts``, ``hostname``, ``resolv.conf``), the pod's volumes (``kubling.node.volumes``
+sets them up; ``remove`` unmounts whatever is left of them), the containers' root
 filesystems and their logs. A ``hostNetwork`` pod has no namespace and no CNI attachment:
 it uses the node's address.
 

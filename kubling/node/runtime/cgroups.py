@@ -64,22 +64,41 @@ def remove_cgroup(path: str) -> list[Path]:
     return left
 
 
-def oom_kill_count(path: str) -> int | None:
-    """How many processes the OOM killer killed in cgroup `path` (memory.oom_control's
-    oom_kill on v1, memory.events' oom_kill on v2); None if the cgroup is gone."""
-    for h in hierarchies():
+def oom_kill_count(path: str, *, mounts: Path = Path("/proc/self/mounts")) -> int | None:
+    """How many processes the OOM killer killed in cgroup `path`: memory.events' oom_kill
+    on v2, memory.oom_control's oom_kill on v1. A v1 kernel older than 4.13 has no such
+    line; there memory.failcnt (how often the limit was hit) is the best sign left, which
+    the caller pairs with a SIGKILL exit. None if the cgroup is gone."""
+    for h in hierarchies(mounts):
+        directory = h.mountpoint / path.strip("/")
         if h.version == 1 and "memory" in h.controllers:
-            counters = h.mountpoint / path.strip("/") / "memory.oom_control"
+            control = _read(directory / "memory.oom_control")
+            if control is None:
+                continue
+            count = _field(control, "oom_kill")
+            if count is None:
+                failcnt = (_read(directory / "memory.failcnt") or "").strip()
+                count = int(failcnt) if failcnt.isdigit() else None
         elif h.version == 2:
-            counters = h.mountpoint / path.strip("/") / "memory.events"
+            count = _field(_read(directory / "memory.events") or "", "oom_kill")
         else:
             continue
-        try:
-            text = counters.read_text()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                return int(value)
+        if count is not None:
+            return count
+    return None
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def _field(text: str, key: str) -> int | None:
+    """The value of `key` in a flat-keyed cgroup file ("key value" per line)."""
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == key and value.strip().isdigit():
+            return int(value)
     return None

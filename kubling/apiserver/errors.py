@@ -192,3 +192,7 @@ def internal(message: str) -> APIError:
         f"Internal error occurred: {message}",
         details={"causes": [{"message": message}]},
     )
+
+
+def service_unavailable(message: str) -> APIError:
+    return APIError(503, "ServiceUnavailable", message)

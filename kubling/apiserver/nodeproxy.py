@@ -1,4 +1,5 @@
-"""The API server's way to a node agent: ``pods/log`` now, exec/attach/port-forward later.
+"""The API server's way to a node agent: ``pods/log``, ``pods/exec``, ``pods/attach`` and
+``pods/portforward``.
 
 As kube-apiserver does, the API server finds the pod's node, reads where its agent
 listens from the Node (``status.addresses`` InternalIP, then Hostname;
@@ -32,7 +33,7 @@ from aiohttp import web
 
 from kubling.api import field
 from kubling.api.meta import Object
-from kubling.apiserver import errors, pki
+from kubling.apiserver import errors, pki, upgradeproxy
 from kubling.apiserver.registry.store import Store
 
 DEFAULT_KUBELET_PORT = 10250
@@ -200,6 +201,36 @@ async def pod_log(request: web.Request, *, pods: Store, nodes: Store, namespace:
                 pass  # the agent went away mid-stream: end the body (headers are sent)
             await response.write_eof()
             return response
+
+
+#: The agent's endpoint for each streaming subresource (the kubelet's paths).
+STREAM_PATHS = {"exec": "exec", "attach": "attach", "portforward": "portForward"}
+
+
+async def pod_stream(request: web.Request, *, pods: Store, nodes: Store, namespace: str,
+                     name: str, subresource: str,
+                     connector: KubeletConnector | None) -> web.StreamResponse:
+    """``pods/exec``, ``pods/attach``, ``pods/portforward``: upstream's ``ExecLocation``
+    family (the container must be the pod's, the pod must be on a node), then the
+    upgrade relayed to the agent byte for byte (``upgradeproxy``)."""
+    pod = await pods.get(namespace, name)
+    node_name = (pod.get("spec") or {}).get("nodeName")
+    target = [namespace, name]
+    if subresource != "portforward":
+        target.append(choose_container(pod, request.query.get("container", "")))
+    if not node_name:
+        raise errors.bad_request(f"pod {name} does not have a host assigned")
+    if not upgradeproxy.is_upgrade(request):
+        raise errors.bad_request("Upgrade request required")
+    if connector is None:
+        raise errors.internal("this API server has no client certificate for node agents")
+    host, port = kubelet_address(await nodes.get("", node_name))
+    path = f"/{STREAM_PATHS[subresource]}/" + "/".join(
+        urllib.parse.quote(p, safe="") for p in target)
+    if request.rel_url.raw_query_string:
+        path += "?" + request.rel_url.raw_query_string
+    return await upgradeproxy.proxy(request, host=host, port=port, path=path,
+                                    context=connector.context(skip_verify=False))
 
 
 def _agent_error(code: int, text: str) -> errors.APIError:

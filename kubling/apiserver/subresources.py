@@ -6,6 +6,7 @@ view of the parent's ``spec.replicas``), never a separate code path to storage.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from aiohttp import web
@@ -13,7 +14,15 @@ from aiohttp import web
 from kubling.api import meta
 from kubling.api.meta import Object
 from kubling.api.resources import ResourceType
-from kubling.apiserver import authz, errors, eviction, negotiation, nodeproxy
+from kubling.apiserver import (
+    authn,
+    authz,
+    errors,
+    eviction,
+    negotiation,
+    nodeproxy,
+    resourceproxy,
+)
 from kubling.apiserver.handlers import (
     ResourceHandlers,
     _dry_run,
@@ -86,6 +95,12 @@ class APIHandlers(ResourceHandlers):
                            store: Store) -> web.StreamResponse:
         if rt.group == "" and rt.plural == "pods" and info.subresource == "log" and info.name:
             return await self._pod_log(request, info, store)
+        if rt.group == "" and rt.plural == "pods" and info.name and \
+                info.subresource in nodeproxy.STREAM_PATHS:
+            return await self._pod_stream(request, info, store)
+        if rt.group == "" and info.subresource == "proxy" and info.name and \
+                rt.plural in ("pods", "services", "nodes"):
+            return await self._proxy(request, info, rt, store)
         sub = rt.subresource(info.subresource)
         if sub is None or not info.name:
             raise errors.path_not_found()
@@ -114,6 +129,58 @@ class APIHandlers(ResourceHandlers):
         return await nodeproxy.pod_log(request, pods=store, nodes=self.registry.store(nodes),
                                        namespace=info.namespace, name=info.name,
                                        connector=self.kubelet)
+
+    async def _pod_stream(self, request: web.Request, info: RequestInfo,
+                          store: Store) -> web.StreamResponse:
+        """``pods/exec``, ``pods/attach``, ``pods/portforward``: authorized as ``create``
+        (a WebSocket client must use GET, which the dispatcher authorized as ``get``: it
+        needs ``create`` too, as upstream's AuthorizePodWebsocketUpgradeCreatePermission
+        asks), then relayed to the pod's node agent."""
+        resource = f"pods/{info.subresource}"
+        if info.verb not in ("get", "create"):
+            raise errors.method_not_supported("", resource, info.verb)
+        if info.verb == "get":
+            create = dataclasses.replace(info, verb="create")
+            user = request[authn.USER_KEY]
+            decision = await self.authorizer.authorize(user, create)
+            if not decision.allowed:
+                raise errors.APIError(
+                    403, "Forbidden",
+                    f'pods "{info.name}" is forbidden: {authz.forbidden_message(user, create)}',
+                    details={"name": info.name, "kind": "pods"})
+        nodes = self.registry.catalogue.lookup("", "v1", "nodes")
+        assert nodes is not None
+        return await nodeproxy.pod_stream(request, pods=store, nodes=self.registry.store(nodes),
+                                          namespace=info.namespace, name=info.name,
+                                          subresource=info.subresource,
+                                          connector=self.kubelet)
+
+    async def _proxy(self, request: web.Request, info: RequestInfo, rt: ResourceType,
+                     store: Store) -> web.StreamResponse:
+        """``pods/proxy``, ``services/proxy``, ``nodes/proxy``: the request goes on to the
+        pod, a ready endpoint of the service, or the node's agent (``resourceproxy``)."""
+        path = resourceproxy.proxied_path(request.raw_path, info.name)
+        context = None
+        if rt.plural == "pods":
+            scheme, target = await resourceproxy.pod_location(store, info.namespace, info.name)
+        elif rt.plural == "services":
+            endpoints = self.registry.catalogue.lookup("", "v1", "endpoints")
+            assert endpoints is not None
+            scheme, target = await resourceproxy.service_location(
+                store, self.registry.store(endpoints), info.namespace, info.name)
+        else:
+            parsed = resourceproxy.split_scheme_name_port(info.name)
+            if parsed is None:
+                raise errors.bad_request(f'invalid node request "{info.name}"')
+            host, kubelet_port = nodeproxy.kubelet_address(await store.get("", parsed[1]))
+            scheme = parsed[0] or "https"
+            target = resourceproxy.join_host_port(host, parsed[2] or str(kubelet_port))
+            if scheme == "https":
+                if self.kubelet is None:
+                    raise errors.internal("this API server has no client certificate for "
+                                          "node agents")
+                context = self.kubelet.context(skip_verify=False)
+        return await resourceproxy.forward(request, scheme, target, path, context=context)
 
     async def _status(self, request: web.Request, info: RequestInfo, rt: ResourceType,
                       store: Store, namespace: str) -> web.StreamResponse:

@@ -1,5 +1,5 @@
-"""The node agent's HTTPS server (the kubelet's :10250): logs now, exec/attach/port-forward
-later, on the same listener and behind the same checks.
+"""The node agent's HTTPS server (the kubelet's :10250): logs, exec, attach and
+port-forward, on one listener and behind the same checks.
 
 Every caller must present a client certificate signed by the cluster CA (TLS
 ``CERT_REQUIRED``: without one the handshake fails and nothing is served), and only the
@@ -14,6 +14,11 @@ Endpoints, as the kubelet serves them:
     GET /pods                                        the pods this node runs (PodList)
     GET /containerLogs/{namespace}/{pod}/{container} the log, with the kubelet's query
                                                      parameters (see ``logs.LogOptions``)
+    GET|POST /exec/{namespace}/{pod}/{container}     ``runc exec`` streamed over a WebSocket
+                                                     or SPDY upgrade (``streaming``)
+    GET|POST /attach/{namespace}/{pod}/{container}   the container's own stdio (conmon's
+                                                     attach socket), the same two ways
+    GET|POST /portForward/{namespace}/{pod}          TCP connections to the pod's ports
 
 Errors are plain-text bodies with the kubelet's status code and message, which the API
 server turns into a ``Status`` for kubectl.
@@ -34,6 +39,15 @@ from aiohttp import web
 
 from kubling.api.meta import Object
 from kubling.node import logs
+from kubling.node.runtime import Runtime
+from kubling.node.streaming import (
+    StreamingError,
+    handlers,
+    nsdial,
+    portforward,
+    remotecommand,
+    targets,
+)
 
 log = logging.getLogger("kubling.node.kubeletserver")
 
@@ -59,6 +73,11 @@ class KubeletHost(Protocol):
 
     def container_finished(self, container_id: str) -> bool:
         """Whether the runtime container has exited (or is gone): ``-f`` ends then."""
+        ...
+
+    @property
+    def runtime(self) -> Runtime:
+        """Where exec sessions are started (``Runtime.exec_interactive``)."""
         ...
 
 
@@ -95,6 +114,9 @@ class KubeletServer:
         app.router.add_get("/pods", self._pods)
         app.router.add_get("/pods/", self._pods)
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self._container_logs)
+        app.router.add_route("*", "/exec/{namespace}/{pod}/{container}", self._exec)
+        app.router.add_route("*", "/attach/{namespace}/{pod}/{container}", self._attach)
+        app.router.add_route("*", "/portForward/{namespace}/{pod}", self._port_forward)
         return app
 
     async def start(self) -> None:
@@ -155,6 +177,45 @@ class KubeletServer:
                               lambda: self.host.container_finished(target.container_id))
         await response.write_eof()
         return response
+
+    async def _exec(self, request: web.Request) -> web.StreamResponse:
+        return await self._remote_command(request, attach=False)
+
+    async def _attach(self, request: web.Request) -> web.StreamResponse:
+        return await self._remote_command(request, attach=True)
+
+    async def _remote_command(self, request: web.Request, *,
+                              attach: bool) -> web.StreamResponse:
+        """exec and attach: the same streams, around a new process or the container's."""
+        info = request.match_info
+        try:
+            options = remotecommand.Options.from_query(
+                request.query, command=tuple(request.query.getall("command", [])),
+                attach=attach)
+            pod = targets.find_pod(self.host.running_pods(), info["namespace"], info["pod"])
+            container_id = targets.running_container(pod, info["container"])
+        except StreamingError as err:
+            return web.Response(status=err.code, text=err.message)
+
+        def start() -> Awaitable[remotecommand.Process]:
+            if attach:
+                return self.host.runtime.attach(container_id, tty=options.tty)
+            return self.host.runtime.exec_interactive(
+                container_id, list(options.command), tty=options.tty, stdin=options.stdin,
+                stdout=options.stdout, stderr=options.stderr)
+
+        return await handlers.remote_command(request, start, options)
+
+    async def _port_forward(self, request: web.Request) -> web.StreamResponse:
+        info = request.match_info
+        try:
+            pod = targets.find_pod(self.host.running_pods(), info["namespace"], info["pod"])
+        except StreamingError as err:
+            return web.Response(status=err.code, text=err.message)
+        netns = targets.network_namespace(pod)
+        forwarder = portforward.PortForwarder(lambda port: nsdial.dial(netns, port),
+                                              pod=info["pod"], uid=pod["metadata"]["uid"])
+        return await handlers.port_forward(request, forwarder)
 
 
 def subject_of(peercert: Mapping[str, object]) -> tuple[str, list[str]]:

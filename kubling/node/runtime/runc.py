@@ -6,7 +6,8 @@ Everything lives below `root` (the agent's `<data-dir>/runtime`):
 
     root/runc/                runc's state (--root): one directory per container
     root/bundles/<id>/        config.json, pidfile, conmon.pid, conmon.log, runc.log,
-                              `exit` and `oom` (conmon's persist dir), `started`
+                              `exit` and `oom` (conmon's persist dir), `started`,
+                              `exec-*.pid`/`exec-*.log` while an exec session runs
     root/exits/<id>           the exit code, written by conmon when the container ends
     root/sockets/<id>         conmon's link to the attach socket in the bundle
 
@@ -30,6 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kubling.node.runtime import attach as conmon_attach
+from kubling.node.runtime import execsession
 from kubling.node.runtime.cgroups import oom_kill_count, remove_cgroup
 from kubling.node.runtime.conmon import ConmonError, ConmonRun, run_conmon
 from kubling.node.runtime.spec import ContainerConfig, oci_spec
@@ -119,9 +122,12 @@ class Runtime:
             raise
 
     async def start(self, container_id: str) -> None:
-        """Run the container's process (`runc start`); the start time is kept in the bundle."""
+        """Run the container's process (`runc start`); the start time is kept in the bundle.
+        It is taken before `runc start`: a process that exits at once may be gone (and its
+        exit time written) before `runc start` returns."""
+        started = time.time()
         await self._runc("start", container_id)
-        _write_atomic(self.bundles / container_id / "started", repr(time.time()))
+        _write_atomic(self.bundles / container_id / "started", repr(started))
 
     async def kill(
         self, container_id: str, sig: int = signal.SIGTERM, *, every_process: bool = False
@@ -200,6 +206,37 @@ class Runtime:
             if state is None:
                 raise ContainerNotFoundError(f"container {container_id} does not exist")
         return code, out
+
+    async def exec_interactive(self, container_id: str, argv: list[str], *, tty: bool,
+                               stdin: bool, stdout: bool,
+                               stderr: bool) -> execsession.ExecSession:
+        """Start `argv` inside the running container for a client to stream (``kubectl
+        exec``): the container's env, user, working directory, namespaces and cgroup, with
+        a terminal when `tty`. The caller owns the session and must ``close`` it."""
+        if not argv:
+            raise ContainerRuntimeError("exec: no command given")
+        bundle = self.bundles / container_id
+        if not bundle.is_dir():
+            raise ContainerNotFoundError(f"container {container_id} not found in {self.root}")
+        stamp = f"{os.getpid()}-{time.monotonic_ns()}"
+        pid_file, log_file = bundle / f"exec-{stamp}.pid", bundle / f"exec-{stamp}.log"
+        args = [self._runc_path(), "--root", str(self.runc_root), "--log", str(log_file),
+                "--log-format", "json", "exec", f"--tty={'true' if tty else 'false'}",
+                *(["--env", "TERM=xterm"] if tty else []),
+                "--pid-file", str(pid_file), container_id, *argv]
+        return await execsession.start(args, pid_file=pid_file, log_file=log_file,
+                                       tty_mode=tty, stdin=stdin, stdout=stdout,
+                                       stderr=stderr)
+
+    async def attach(self, container_id: str, *, tty: bool) -> conmon_attach.AttachSession:
+        """Stream the running container's own stdio (its conmon's attach socket)."""
+        bundle = self.bundles / container_id
+        try:
+            return await conmon_attach.attach(bundle, tty=tty)
+        except OSError as err:
+            raise ContainerNotFoundError(
+                f"container {container_id} has no attach socket: {err.strerror or err}"
+            ) from err
 
     # --- queries ----------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import kubling
 from kubling.apiserver import pki, server
+from kubling.cli import cleanup as host_cleanup
 from kubling.cli import hostinfo, logs, options
 from kubling.client import config as client_config
 from kubling.client import rest
@@ -101,6 +102,13 @@ def build_parser(prog: str = "kubling server") -> argparse.ArgumentParser:
                         "resolvers)")
     parser.add_argument("--disable-kube-proxy", action="store_true",
                         help="do not program Services into nftables on this node")
+    parser.add_argument("--disable-servicelb", action="store_true",
+                        help="do not give LoadBalancer Services the node addresses (leave "
+                        "them to another load-balancer implementation)")
+    parser.add_argument("--cleanup", action="store_true",
+                        help="do not start: stop the pods' containers and remove what kubling "
+                        "made on this host (nftables table, kubling0, kubling- namespaces, "
+                        "mounts, cgroups, CNI rules), keeping the data dir, then exit")
     parser.add_argument("--kubelet-port", type=int, default=10250,
                         help="HTTPS port of the node agent's server (kubectl logs reach it "
                         "through the API server) (default %(default)s)")
@@ -157,6 +165,8 @@ def main(argv: Sequence[str]) -> int:
     except ValueError:
         parser.error(f"--write-kubeconfig-mode: not an octal mode: {args.write_kubeconfig_mode}")
     owner = hostinfo.port_owner(args.https_port)
+    if args.cleanup:
+        return _cleanup(args, owner)
     if owner is not None:
         print(f"kubling: port {args.https_port} is in use by pid {owner} "
               f"({hostinfo.process_name(owner)}) — stop it or pass --https-port",
@@ -180,6 +190,8 @@ def main(argv: Sequence[str]) -> int:
         controllers = manager.parse_selection(args.controllers, manager.CONTROLLERS)
     except ValueError as err:
         parser.error(f"--controllers: {err}")
+    if args.disable_servicelb:  # k3s's --disable servicelb
+        controllers = [name for name in controllers if name != "servicelb"]
     if args.simulated_nodes < 0:
         parser.error("--simulated-nodes: must be 0 or more")
     simulated = simulated_nodes.SimulatedNodeConfig(count=args.simulated_nodes,
@@ -207,6 +219,20 @@ def main(argv: Sequence[str]) -> int:
                     agent=agent, services=services)
     except KeyboardInterrupt:
         return 0
+
+
+def _cleanup(args: argparse.Namespace, owner: int | None) -> int:
+    """``--cleanup``: refuse while a server uses this host's state, else remove it."""
+    if os.geteuid() != 0:
+        print("kubling: --cleanup must run as root (it removes mounts, namespaces and "
+              "nftables tables)", file=sys.stderr)
+        return 1
+    if owner is not None:
+        print(f"kubling: port {args.https_port} is in use by pid {owner} "
+              f"({hostinfo.process_name(owner)}) — stop the server before --cleanup",
+              file=sys.stderr)
+        return 1
+    return host_cleanup.cleanup_host(Path(args.data_dir))
 
 
 def _agent_config(args: argparse.Namespace, config: server.ServerConfig,
@@ -420,6 +446,7 @@ def _start_components(config: server.ServerConfig, controllers: list[str],
         components.start("simulated-nodes", nodes.run())
     if controllers:
         controller_manager = manager.ControllerManager(
-            components.client("kube-controller-manager"), controllers=controllers)
+            components.client("kube-controller-manager"), controllers=controllers,
+            service_account_key_file=pki.ClusterPKI.at(config.data_dir / "tls").service_account_key)
         components.start("controller-manager", controller_manager.run())
     return components

@@ -16,8 +16,10 @@ import logging
 import socket
 import uuid
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Protocol
 
+from kubling.api import jwt
 from kubling.client import clock as clocks
 from kubling.client import events, informer, leaderelection, rest
 
@@ -28,6 +30,8 @@ log = logging.getLogger("kubling.controllers")
 CONTROLLERS: dict[str, str] = {
     "namespace": "kubling.controllers.namespace:NamespaceController",
     "serviceaccount": "kubling.controllers.serviceaccount:ServiceAccountController",
+    "serviceaccount-token": "kubling.controllers.serviceaccount_tokens:TokensController",
+    "root-ca-cert-publisher": "kubling.controllers.rootcacert:RootCACertPublisher",
     "garbagecollector": "kubling.controllers.garbagecollector:GarbageCollector",
     "replicaset": "kubling.controllers.replicaset:ReplicaSetController",
     "replicationcontroller": "kubling.controllers.replicaset:ReplicationManager",
@@ -42,6 +46,8 @@ CONTROLLERS: dict[str, str] = {
     "podgc": "kubling.controllers.podgc:PodGCController",
     "ttl-after-finished": "kubling.controllers.ttlafterfinished:TTLAfterFinishedController",
     "nodelifecycle": "kubling.controllers.nodelifecycle:NodeLifecycleController",
+    "servicelb": "kubling.controllers.servicelb:ServiceLBController",
+    "persistentvolume-binder": "kubling.controllers.persistentvolume:PersistentVolumeController",
 }
 
 #: Controllers that upstream leaves off unless asked for (``--controllers=*,bootstrapsigner``).
@@ -50,12 +56,15 @@ DISABLED_BY_DEFAULT: frozenset[str] = frozenset()
 
 @dataclasses.dataclass(frozen=True)
 class ControllerContext:
-    """What every controller gets: the API client, shared informers, events, a clock."""
+    """What every controller gets: the API client, shared informers, events, a clock, and
+    the service-account signing key when the manager was given one (the token controller's
+    ``--service-account-private-key-file``)."""
 
     client: rest.Client
     informers: informer.SharedInformerFactory
     clock: clocks.Clock
     recorder_for: Callable[[str], events.EventRecorder]
+    service_account_key: jwt.PrivateKey | None = None
 
 
 class Controller(Protocol):
@@ -100,8 +109,10 @@ class ControllerManager:
     def __init__(self, client: rest.Client, *, controllers: list[str], workers: int = 2,
                  identity: str = "", clock: clocks.Clock = clocks.REAL,
                  lease_duration: float = 15.0, renew_deadline: float = 10.0,
-                 retry_period: float = 2.0) -> None:
+                 retry_period: float = 2.0,
+                 service_account_key_file: Path | None = None) -> None:
         self.client = client
+        self.service_account_key_file = service_account_key_file
         self.names = controllers
         self.workers = workers
         self.clock = clock
@@ -117,6 +128,16 @@ class ControllerManager:
                                         clock=self.clock)
         self._recorders.append(recorder)
         return recorder
+
+    async def _service_account_key(self) -> jwt.PrivateKey | None:
+        path = self.service_account_key_file
+        if path is None:
+            return None
+        try:
+            return jwt.load_private_key(await asyncio.to_thread(path.read_bytes))
+        except (OSError, ValueError, TypeError) as err:
+            log.error("cannot load the service-account key %s: %s", path, err)
+            return None
 
     async def _supervise(self, name: str, controller: Controller) -> None:
         """Run one controller; a crash restarts it after a backoff without stopping the
@@ -141,7 +162,8 @@ class ControllerManager:
 
     async def _lead(self) -> None:
         factory = informer.SharedInformerFactory(self.client)
-        context = ControllerContext(self.client, factory, self.clock, self._recorder)
+        context = ControllerContext(self.client, factory, self.clock, self._recorder,
+                                    service_account_key=await self._service_account_key())
         controllers = []
         for name in self.names:
             try:

@@ -142,15 +142,19 @@ def test_render_is_valid_nft_and_has_the_expected_structure() -> None:
     assert service_ips["10.43.0.5 . tcp . 80"].startswith("goto service-")
     assert service_ips["192.0.2.50 . tcp . 80"].startswith("goto external-")
     assert rs.sets["service-nodeports"].elements["tcp . 30080"].startswith("goto external-")
-    # Equal probability: one numgen vmap over both endpoints.
+    # Equal probability: one numgen map over both endpoints, no chain per endpoint.
     web = rs.chains[service_ips["10.43.0.5 . tcp . 80"].split()[1]]
-    assert web.rules[-1].startswith("numgen random mod 2 vmap { 0 : goto endpoint-")
+    assert web.rules[-1].startswith("meta l4proto tcp dnat ip to numgen random mod 2 map "
+                                    "{ 0 : 10.42.0.2 . 8080, 1 : ")
     # Host and other-node clients of the cluster IP are masqueraded, pods are not.
     assert web.rules[0] == ("ip daddr 10.43.0.5 tcp dport 80 ip saddr != 10.42.0.0/16 "
                             "jump mark-for-masquerade")
-    endpoint = rs.chains[web.rules[-1].split("goto ")[1].split(",")[0]]
-    assert endpoint.rules == ["ip saddr 10.42.0.2 jump mark-for-masquerade",  # hairpin
-                              "meta l4proto tcp dnat to 10.42.0.2:8080"]
+    assert not [name for name in rs.chains if name.startswith("endpoint-")
+                and "web" in name]
+    # Hairpin: recognised after the DNAT, by source == destination.
+    assert "10.42.0.2 . 10.42.0.2" in rs.sets["hairpin-endpoints"].elements
+    assert rs.chains["nat-postrouting"].rules[0] == (
+        "ct status dnat ip saddr . ip daddr @hairpin-endpoints jump mark-for-masquerade")
 
 
 def test_render_rejects_drops_and_filters_by_policy() -> None:
@@ -166,8 +170,7 @@ def test_render_rejects_drops_and_filters_by_policy() -> None:
     external = rs.chains[rs.sets["service-nodeports"].elements["tcp . 30082"].split()[1]]
     local_chain = external.rules[-1].split()[1]
     assert local_chain.startswith("local-")
-    assert "mod 1 vmap" in rs.chains[local_chain].rules[-1]
-    assert "10.42.0.2" in rs.chains[local_chain].rules[-1]
+    assert rs.chains[local_chain].rules[-1] == "meta l4proto tcp dnat to 10.42.0.2:8080"
     assert "mark-for-masquerade" not in rs.chains[local_chain].rules[-1]
     # Terminating endpoints serve only when nothing is ready.
     drain = rs.chains[rs.sets["service-ips"].elements["10.43.0.10 . tcp . 80"].split()[1]]

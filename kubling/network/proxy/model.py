@@ -22,7 +22,7 @@ from kubling.api import meta
 from kubling.api.meta import Object
 
 __all__ = ["DEFAULT_AFFINITY_TIMEOUT", "PROTOCOLS", "SERVICE_NAME_LABEL", "Endpoint",
-           "ProxyState", "ServicePort", "build_state", "service_ports"]
+           "PortsMemo", "ProxyState", "ServicePort", "build_state", "service_ports"]
 
 #: The label that ties an EndpointSlice to its Service.
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -175,6 +175,15 @@ def service_ports(service: Object, slices: Iterable[Object]) -> list[ServicePort
     return out
 
 
+#: ``build_state``'s memory between calls: per Service, the objects its ports were made
+#: from and those ports.
+PortsMemo = dict[tuple[str, str], tuple[Object, tuple[Object, ...], list[ServicePort]]]
+
+
+def _same(a: tuple[Object, ...], b: tuple[Object, ...]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
 def build_state(
     services: Iterable[Object],
     slices: Iterable[Object],
@@ -183,17 +192,37 @@ def build_state(
     node_ips: Iterable[str],
     cluster_cidr: str = "10.42.0.0/16",
     masquerade_all: bool = False,
+    memo: PortsMemo | None = None,
 ) -> ProxyState:
-    """Join Services with their EndpointSlices (by namespace and service-name label)."""
+    """Join Services with their EndpointSlices (by namespace and service-name label).
+
+    With ``memo`` (owned by one caller, e.g. the proxy), a Service whose object and slice
+    objects are the very ones of the previous call reuses its ports: informers replace
+    objects on change and never mutate them, so identity means "unchanged", and a sync after
+    one endpoint change re-reads one Service instead of all of them.
+    """
     by_service: dict[tuple[str, str], list[Object]] = {}
     for slice_ in slices:
         owner = meta.labels_of(slice_).get(SERVICE_NAME_LABEL)
         if owner:
             by_service.setdefault((meta.namespace_of(slice_), owner), []).append(slice_)
     ports: list[ServicePort] = []
+    seen: set[tuple[str, str]] = set()
     for service in services:
         key = (meta.namespace_of(service), meta.name_of(service))
-        ports.extend(service_ports(service, by_service.get(key, ())))
+        own = tuple(by_service.get(key, ()))
+        cached = memo.get(key) if memo is not None else None
+        if cached is not None and cached[0] is service and _same(cached[1], own):
+            found = cached[2]
+        else:
+            found = service_ports(service, own)
+            if memo is not None:
+                memo[key] = (service, own, found)
+        seen.add(key)
+        ports.extend(found)
+    if memo is not None:
+        for gone in memo.keys() - seen:
+            del memo[gone]
     ports.sort(key=lambda p: p.key)
     return ProxyState(services=tuple(ports), node_name=node_name, node_ips=_ipv4s(node_ips),
                       cluster_cidr=cluster_cidr, masquerade_all=masquerade_all)

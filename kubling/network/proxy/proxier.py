@@ -24,7 +24,7 @@ from kubling.api.meta import Object
 from kubling.client import rest
 from kubling.client.informer import EventHandlers, Informer, SharedInformerFactory
 from kubling.network.proxy import nft
-from kubling.network.proxy.model import ProxyState, build_state
+from kubling.network.proxy.model import PortsMemo, ProxyState, build_state
 from kubling.network.proxy.ruleset import Inventory, Ruleset, build, check_table_name
 
 __all__ = ["ENDPOINT_SLICES", "SERVICES", "ServiceProxy"]
@@ -80,6 +80,9 @@ class ServiceProxy:
         #: The ruleset the table holds after our last sync: the next one writes the diff.
         self._ruleset: Ruleset | None = None
         self._applied: ProxyState | None = None
+        #: Per-Service ports of the last build (only touched under ``_lock``, by the
+        #: thread that builds).
+        self._memo: PortsMemo = {}
         #: Successful syncs so far, and how long the last one took (seconds).
         self.syncs = 0
         self.last_sync_seconds = 0.0
@@ -134,6 +137,12 @@ class ServiceProxy:
         self.node_ips = tuple(node_ips)
         self._dirty.set()
 
+    @property
+    def applied(self) -> ProxyState | None:
+        """The state the last successful sync programmed (None before one, or after a
+        failure): when it holds a change, the kernel has committed the rules for it."""
+        return self._applied
+
     # -- syncing --------------------------------------------------------------------------
     def _changed(self, _obj: Object) -> None:
         self._dirty.set()
@@ -149,7 +158,8 @@ class ServiceProxy:
 
     def _build(self, services: list[Object], slices: list[Object]) -> tuple[ProxyState, Ruleset]:
         state = build_state(services, slices, node_name=self.node_name, node_ips=self.node_ips,
-                            cluster_cidr=self.cluster_cidr, masquerade_all=self.masquerade_all)
+                            cluster_cidr=self.cluster_cidr, masquerade_all=self.masquerade_all,
+                            memo=self._memo)
         return state, build(state, table=self.table)
 
     async def sync(self, *, force: bool = False) -> bool:

@@ -14,14 +14,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.server_fixture import AGENT_SLOT, REPO, KublingServer, free_port
+from tests.server_fixture import AGENT_SLOT, REPO, KublingServer, free_port, wait_for
 
 
 def require_node_agent() -> None:
@@ -38,17 +36,6 @@ def nft_table_exists(name: str) -> bool:
 def link_exists(name: str) -> bool:
     return subprocess.run(["ip", "link", "show", name], capture_output=True,
                           check=False).returncode == 0
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def _netns() -> set[str]:

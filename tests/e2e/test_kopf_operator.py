@@ -12,14 +12,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.server_fixture import KublingServer, running_server
+from tests.server_fixture import KublingServer, running_server, wait_for
 
 OPERATOR = Path(__file__).parent / "operators" / "greeting_operator.py"
 NS = "greetings"
@@ -45,17 +44,6 @@ spec:
             properties: {name: {type: string}}
           status: {type: object, x-kubernetes-preserve-unknown-fields: true}
 """
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")

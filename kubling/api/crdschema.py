@@ -305,3 +305,51 @@ def _check_array(value: list[Any], schema: Schema, path: str,
     if isinstance(items, dict):
         for i, item in enumerate(value):
             _validate(item, items, f"{path}[{i}]", errors)
+
+
+# -- is the schema structural? ---------------------------------------------------------
+
+
+def structural_errors(schema: Any, path: str) -> list[field.FieldError]:
+    """Why a CRD version's schema is not structural, as apiextensions words it; a v1 CRD
+    with any of these is refused (types everywhere, an object at the root, properties or
+    additionalProperties but not both, no ``$ref``, no ``uniqueItems``)."""
+    errors: list[field.FieldError] = []
+    _structural(schema, path, "root", errors)
+    return errors
+
+
+_EMPTY_TYPE = {"root": "must not be empty at the root",
+               "item": "must not be empty for specified array items",
+               "field": "must not be empty for specified object fields"}
+
+
+def _structural(schema: Any, path: str, level: str, errors: list[field.FieldError]) -> None:
+    if not isinstance(schema, dict):
+        return
+    kind = schema.get("type") or ""
+    if schema.get("x-kubernetes-embedded-resource") and kind != "object":
+        message = "must be object if x-kubernetes-embedded-resource is true"
+        errors.append(field.invalid(f"{path}.type", kind, message) if kind
+                      else field.required(f"{path}.type", message))
+    elif not kind and not schema.get("x-kubernetes-int-or-string") and \
+            not schema.get("x-kubernetes-preserve-unknown-fields"):
+        errors.append(field.required(f"{path}.type", _EMPTY_TYPE[level]))
+    if level == "root" and kind and kind != "object":
+        errors.append(field.invalid(f"{path}.type", kind, "must be object at the root"))
+    if "$ref" in schema:
+        errors.append(field.forbidden(f"{path}.$ref", "$ref is not supported"))
+    if schema.get("uniqueItems") is True:
+        errors.append(field.forbidden(f"{path}.uniqueItems", "uniqueItems cannot be set to "
+                                      "true since the runtime complexity becomes quadratic"))
+    props, extra = schema.get("properties"), schema.get("additionalProperties")
+    if props and extra is not None and extra is not True:
+        errors.append(field.forbidden(f"{path}.additionalProperties",
+                                      "additionalProperties and properties are mutual "
+                                      "exclusive"))
+    for name, child in (props or {}).items():
+        _structural(child, f"{path}.properties[{name}]", "field", errors)
+    if isinstance(extra, dict):
+        _structural(extra, f"{path}.additionalProperties", "field", errors)
+    if "items" in schema:
+        _structural(schema["items"], f"{path}.items", "item", errors)

@@ -268,3 +268,49 @@ def test_cel_validation_rules(kubling: KublingServer) -> None:
     assert ("spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[image]."
             "x-kubernetes-validations[0].rule: Invalid value: \"self.lowerAscii( == self\": "
             "compilation failed: ERROR: <input>:1:") in result.stderr, result.stderr
+
+
+def test_non_structural_crds_are_refused(kubling: KublingServer) -> None:
+    """A v1 CRD's schema must be structural; each violation is named as apiextensions
+    names it, and nothing is created."""
+    group = f"n{uuid.uuid4().hex[:6]}.example.com"
+    crd = f"""
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: things.{group}}}
+spec:
+  group: {group}
+  names: {{kind: Thing, plural: things}}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            properties:
+              tags: {{type: array, uniqueItems: true, items: {{type: string}}}}
+              mixed:
+                type: object
+                properties: {{a: {{type: string}}}}
+                additionalProperties: {{type: string}}
+              list: {{type: array, items: {{}}}}
+"""
+    result = kubling.kubectl("apply", "-f", "-", input=crd, check=False)
+    assert result.returncode == 1
+    base = "spec.versions[0].schema.openAPIV3Schema.properties[spec]"
+    for wanted in (
+        f"{base}.type: Required value: must not be empty for specified object fields",
+        f"{base}.properties[tags].uniqueItems: Forbidden: uniqueItems cannot be set to true "
+        "since the runtime complexity becomes quadratic",
+        f"{base}.properties[mixed].additionalProperties: Forbidden: additionalProperties and "
+        "properties are mutual exclusive",
+        f"{base}.properties[list].items.type: Required value: must not be empty for "
+        "specified array items",
+    ):
+        assert wanted in result.stderr, result.stderr
+    gone = kubling.kubectl("get", "crd", f"things.{group}", check=False)
+    assert gone.returncode == 1 and "NotFound" in gone.stderr

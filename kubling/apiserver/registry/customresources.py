@@ -139,8 +139,11 @@ def _crd_errors(crd: Object) -> list[field.FieldError]:
             errs.append(field.required(f"spec.versions[{i}].schema.openAPIV3Schema",
                                        "schemas are required"))
         else:
-            errs.extend(celrules.compile_errors(
-                schema_, f"spec.versions[{i}].schema.openAPIV3Schema"))
+            base = f"spec.versions[{i}].schema.openAPIV3Schema"
+            structural = crdschema.structural_errors(schema_, base)
+            errs.extend(structural)
+            if not structural:  # rules of a schema that is not structural are not compiled
+                errs.extend(celrules.compile_errors(schema_, base))
     return errs
 
 

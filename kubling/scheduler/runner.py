@@ -76,6 +76,7 @@ class Scheduler:
                                 on_delete=self._node_deleted)
         pods.add_event_handler(on_add=self._pod_added, on_update=self._pod_updated,
                                on_delete=self._pod_deleted)
+        self._watch_listers(factory)
         # What owns a pod, for PodTopologySpread's default constraints.
         self.framework.owner_selectors = owners.OwnerSelectors.from_informers(
             factory.informer(rest.lookup("v1", "services")),
@@ -96,6 +97,58 @@ class Scheduler:
             await self._recorder.close()
 
     # -- informer handlers: keep the snapshot and the queue current --------------------
+    def _watch_listers(self, factory: informer.SharedInformerFactory) -> None:
+        """The snapshot's listers: claims and storage classes (VolumeBinding), namespace
+        labels (affinity namespace selectors), disruption budgets (preemption). A claim
+        that appears or changes may let a pod waiting on it fit."""
+        def keyed(obj: Object) -> tuple[str, str]:
+            return meta.namespace_of(obj) or "default", meta.name_of(obj)
+
+        def claim_set(obj: Object, event: queues.ClusterEvent) -> None:
+            self.snapshot.pvcs[keyed(obj)] = obj
+            self._move(event)
+
+        def claim_gone(obj: Object) -> None:
+            self.snapshot.pvcs.pop(keyed(obj), None)
+
+        def class_set(obj: Object) -> None:
+            self.snapshot.storage_classes[meta.name_of(obj)] = obj
+
+        def class_gone(obj: Object) -> None:
+            self.snapshot.storage_classes.pop(meta.name_of(obj), None)
+
+        def namespace_set(obj: Object) -> None:
+            self.snapshot.namespace_labels[meta.name_of(obj)] = meta.labels_of(obj)
+
+        def namespace_gone(obj: Object) -> None:
+            self.snapshot.namespace_labels.pop(meta.name_of(obj), None)
+
+        claims = factory.informer(rest.lookup("v1", "persistentvolumeclaims"))
+        claims.add_event_handler(
+            on_add=lambda obj: claim_set(obj, queues.PVC_ADD),
+            on_update=lambda _old, obj: claim_set(obj, queues.PVC_UPDATE),
+            on_delete=claim_gone)
+        classes = factory.informer(rest.lookup("storage.k8s.io/v1", "storageclasses"))
+        classes.add_event_handler(on_add=class_set, on_update=lambda _old, obj: class_set(obj),
+                                  on_delete=class_gone)
+        namespaces = factory.informer(rest.lookup("v1", "namespaces"))
+        namespaces.add_event_handler(on_add=namespace_set,
+                                     on_update=lambda _old, obj: namespace_set(obj),
+                                     on_delete=namespace_gone)
+        budgets: dict[tuple[str, str], Object] = {}
+
+        def budget_changed(obj: Object, gone: bool = False) -> None:
+            if gone:
+                budgets.pop(keyed(obj), None)
+            else:
+                budgets[keyed(obj)] = obj
+            self.snapshot.pdbs = list(budgets.values())
+
+        pdbs = factory.informer(rest.lookup("policy/v1", "poddisruptionbudgets"))
+        pdbs.add_event_handler(on_add=budget_changed,
+                               on_update=lambda _old, obj: budget_changed(obj),
+                               on_delete=lambda obj: budget_changed(obj, gone=True))
+
     def _node_added(self, node: Object) -> None:
         self.snapshot.add_node(node)
         self._move(queues.NODE_ADD)

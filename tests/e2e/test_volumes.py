@@ -264,27 +264,32 @@ def test_a_missing_env_key_is_a_create_container_config_error(server: KublingSer
 
 
 def test_a_claim_bound_to_a_host_path_volume(server: KublingServer, host_dir: Path) -> None:
-    node = server.kubectl("get", "nodes", "-o", "jsonpath={.items[0].metadata.name}").stdout
+    """The course's PersistentVolume example: the pod and its claim come first and wait
+    (the claim says no volume is available, the pod that its claim is not bound); the
+    administrator's hostPath volume then arrives, the binder binds it and the pod runs."""
     claim_dir = host_dir / "claim"
     _apply(server,
-           {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "local-pv"},
-            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                     "hostPath": {"path": str(claim_dir), "type": "DirectoryOrCreate"}}},
-           {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
-            "spec": {"accessModes": ["ReadWriteOnce"], "volumeName": "local-pv",
-                     "storageClassName": "",
-                     "resources": {"requests": {"storage": "1Gi"}}}})
+           {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "example-pvc"},
+            "spec": {"accessModes": ["ReadWriteOnce"],
+                     "resources": {"requests": {"storage": "10Gi"}}}})
     manifest = _pod("claims", "echo kept > /data/out; cat /data/out; sleep 3600",
-                    volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+                    volumes=[{"name": "data",
+                              "persistentVolumeClaim": {"claimName": "example-pvc"}}],
                     mounts=[{"name": "data", "mountPath": "/data"}])
-    manifest["spec"]["nodeName"] = node  # no binder here: skip the scheduler's wait
     _apply(server, manifest)
-    wait_for(lambda: "PVC is not bound" in events(server, "claims"), 20, "the unbound claim")
-    assert "error processing PVC default/data: PVC is not bound" in " ".join(
-        events(server, "claims").split())
-    server.kubectl("patch", "pvc", "data", "--subresource=status", "--type=merge",
-                   "-p", '{"status": {"phase": "Bound"}}')
-    wait_running(server, "claims", 30)
+    wait_for(lambda: "no persistent volumes available for this claim" in " ".join(
+        server.kubectl("describe", "pvc", "example-pvc").stdout.split()), 20,
+        "the claim's FailedBinding event")
+    _apply(server,
+           {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "example-pv"},
+            "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"],
+                     "hostPath": {"path": str(claim_dir), "type": "DirectoryOrCreate"}}})
+    row = wait_for(lambda: (out := server.kubectl("get", "pvc", "example-pvc",
+                                                  "--no-headers").stdout.split())
+                   and out[1] == "Bound" and out, 20, "the claim to be bound")
+    assert row[2:5] == ["example-pv", "10Gi", "RWO"]
+    wait_running(server, "claims", 40)
     wait_for(lambda: (claim_dir / "out").exists(), 10, "the file on the volume")
     assert (claim_dir / "out").read_text() == "kept\n"
 

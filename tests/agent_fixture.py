@@ -38,6 +38,12 @@ def link_exists(name: str) -> bool:
                           check=False).returncode == 0
 
 
+def _kubling_cgroups() -> set[Path]:
+    """The agent's parent cgroups (``/kubling`` in each hierarchy of this hybrid host)."""
+    return set(Path("/sys/fs/cgroup").glob("*/kubling")) | set(
+        Path("/sys/fs/cgroup").glob("kubling"))
+
+
 def _netns() -> set[str]:
     return set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
 
@@ -61,6 +67,7 @@ def agent_server(base: Path, *, extra_args: tuple[str, ...] = ()) -> Iterator[Ag
         bridge_before = link_exists("kubling0")
         table_before = nft_table_exists("kubling")
         netns_before = _netns()
+        cgroups_before = _kubling_cgroups()
         kubelet_port = free_port()
         srv = AgentServer(data_dir, agent=True,
                           extra_args=["--cni-conf-dir", str(base / "cni"),
@@ -84,3 +91,6 @@ def agent_server(base: Path, *, extra_args: tuple[str, ...] = ()) -> Iterator[Ag
             for name in _netns() - netns_before:
                 if name.startswith("kubling-"):
                     subprocess.run(["ip", "netns", "del", name], check=False)
+            for cgroup in _kubling_cgroups() - cgroups_before:
+                with contextlib.suppress(OSError):  # only an empty one goes
+                    cgroup.rmdir()

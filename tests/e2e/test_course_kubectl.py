@@ -152,4 +152,45 @@ def test_the_kubectl_chapter(server: KublingServer, version: str, tmp_path: Path
     assert k("delete", "deployment", "nginx", "-n", ns).strip() == \
         'deployment.apps "nginx" deleted'
     assert "replicas" in k("explain", "deployment.spec.replicas")
+
+    # Issue 3's other kubectl paths, with the same release.
+    assert "condition met" in k("wait", "--for=condition=Available", "deployment/mon-app",
+                                "-n", ns, "--timeout=60s")
+    assert k("get", "deployment", "mon-app", "-n", ns, "-o",
+             "jsonpath={.spec.replicas}") == "1"
+    columns = k("get", "deployment", "mon-app", "-n", ns, "-o",
+                "custom-columns=NAME:.metadata.name,IMAGE:.spec.template.spec.containers[0].image")
+    assert columns.split() == ["NAME", "IMAGE", "mon-app", "busybox"]
+    # kubectl 1.27's printer said "annotate"; later releases say "annotated"
+    word = "annotate" if version == "1.27" else "annotated"
+    assert k("annotate", "deployment", "mon-app", "note=one", "-n", ns).strip() == \
+        f"deployment.apps/mon-app {word}"
+    k("annotate", "deployment", "mon-app", "note=two", "--overwrite", "-n", ns)
+    assert k("get", "deployment", "mon-app", "-n", ns, "-o",
+             "jsonpath={.metadata.annotations.note}") == "two"
+    k("annotate", "deployment", "mon-app", "note-", "-n", ns)
+    assert "note" not in k("get", "deployment", "mon-app", "-n", ns, "-o",
+                           "jsonpath={.metadata.annotations}")
+    multi = (f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: one, namespace: {ns}}}\n"
+             f"---\napiVersion: v1\nkind: ConfigMap\n"
+             f"metadata: {{name: two, namespace: {ns}}}\ndata: {{k: v}}\n")
+    created = k("create", "-f", "-", input=multi)
+    assert "configmap/one created" in created and "configmap/two created" in created
+    assert "configmap/two replaced" in k("replace", "-f", "-",
+                                         input=multi.replace("{k: v}", "{k: replaced}"))
+    # kubectl replace owns data.k now: taking it over is a conflict until forced
+    conflict = subprocess.run([k.binary, "--kubeconfig", str(k.kubeconfig), "--cache-dir",
+                               str(k.cache), "apply", "--server-side", "-f", "-"],
+                              input=multi.replace("{k: v}", "{k: applied}"), capture_output=True,
+                              text=True, timeout=60, check=False)
+    assert conflict.returncode == 1
+    assert 'conflict with "kubectl-replace"' in conflict.stderr, conflict.stderr
+    server_side = k("apply", "--server-side", "--force-conflicts", "-f", "-",
+                    input=multi.replace("{k: v}", "{k: applied}"))
+    assert "configmap/two serverside-applied" in server_side
+    diff = subprocess.run([k.binary, "--kubeconfig", str(k.kubeconfig), "--cache-dir",
+                           str(k.cache), "diff", "-f", "-"],
+                          input=multi.replace("{k: v}", "{k: changed}"), capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert diff.returncode == 1 and "+  k: changed" in diff.stdout, diff.stdout + diff.stderr
     k("delete", "namespace", ns, "--wait=false")

@@ -271,3 +271,45 @@ def test_a_body_arriving_in_pieces_is_read_whole(kubling: KublingServer) -> None
     finally:
         tls.close()
     assert answer.startswith(b"HTTP/1.1 201"), answer[:300]
+
+
+def test_bad_patches_and_apply_conflicts_leave_the_object_unchanged(
+        kubling: KublingServer) -> None:
+    """A patch that would make the object invalid (422), a malformed one (400) and an apply
+    conflict (409) each get their Status, the stored object keeps its spec and generation
+    (its status is the controller's to change), and the server goes on serving."""
+    name = "bp-" + uuid.uuid4().hex[:6]
+    path = "/apis/apps/v1/namespaces/default/deployments"
+    body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                         "containers": [{"name": "c", "image": "nginx"}]}}}}
+    code, _, raw = _request(kubling, "POST", path + "?fieldManager=owner",
+                            json.dumps(body).encode(), {"Content-Type": "application/json"})
+    assert code == 201, raw
+
+    code, _, raw = _request(kubling, "PATCH", f"{path}/{name}", b'{"spec":{"replicas":-1}}',
+                            {"Content-Type": "application/merge-patch+json"})
+    status = _status(raw)
+    assert code == 422 and status["reason"] == "Invalid"
+    assert ("spec.replicas: Invalid value: -1: must be greater than or equal to 0"
+            in status["message"])
+    code, _, raw = _request(kubling, "PATCH", f"{path}/{name}", b'[{"op":"replace",',
+                            {"Content-Type": "application/json-patch+json"})
+    assert code == 400 and _status(raw)["reason"] == "BadRequest"
+    apply = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+             "spec": {"replicas": 5}}
+    code, _, raw = _request(kubling, "PATCH", f"{path}/{name}?fieldManager=rival",
+                            json.dumps(apply).encode(),
+                            {"Content-Type": "application/apply-patch+yaml"})
+    status = _status(raw)
+    assert code == 409 and status["reason"] == "Conflict"
+    assert 'conflict with "owner"' in status["message"] and ".spec.replicas" in (
+        status["message"])
+
+    code, _, raw = _request(kubling, "GET", f"{path}/{name}")
+    stored = json.loads(raw)
+    assert stored["metadata"]["generation"] == 1 and stored["spec"]["replicas"] == 2
+    assert "rival" not in {m["manager"] for m in stored["metadata"]["managedFields"]}
+    code, _, raw = _request(kubling, "GET", "/readyz")
+    assert code == 200

@@ -31,7 +31,9 @@ def test_kubernetes_asyncio_crud_and_watch(kubling: KublingServer) -> None:
             assert patched.data == {"a": "2"}
             w = watch.Watch()
             seen: list[tuple[str, str]] = []
+            # (only "cm": the namespace's kube-root-ca.crt may arrive meanwhile)
             async with w.stream(core.list_namespaced_config_map, "kasyncio",
+                                field_selector="metadata.name=cm",
                                 resource_version=rv, timeout_seconds=5) as stream:
                 async for event in stream:
                     seen.append((event["type"], event["object"].data["a"]))

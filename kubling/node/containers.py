@@ -31,7 +31,7 @@ from pathlib import Path
 
 from kubling.api.meta import Object
 from kubling.api.validation import _quantity
-from kubling.node import envvars
+from kubling.node import envvars, securitycontext
 from kubling.node.images.manifest import ImageConfig
 from kubling.node.runtime import HOST, ContainerConfig, Mount, Namespaces, Resources
 from kubling.node.sandbox import Sandbox, cgroup_parent
@@ -91,6 +91,11 @@ def container_config(*, pod: Object, container: Object, image: ImageConfig, sand
     if not args:
         raise ContainerSpecError("no command specified")
     uid, gid = user_of(pod, container, image, rootfs)
+    try:
+        securitycontext.verify_run_as_non_root(pod, container, uid, image.user)
+        seccomp = securitycontext.seccomp(pod, container, seccomp_root(sandbox))
+    except securitycontext.SecurityContextError as err:
+        raise ContainerSpecError(str(err)) from None
     context = container.get("securityContext") or {}
     capabilities = context.get("capabilities") or {}
     return ContainerConfig(
@@ -112,11 +117,20 @@ def container_config(*, pod: Object, container: Object, image: ImageConfig, sand
         cap_drop=list(capabilities.get("drop") or []),
         privileged=bool(context.get("privileged")),
         readonly_rootfs=bool(context.get("readOnlyRootFilesystem")),
+        no_new_privileges=securitycontext.no_new_privileges(container),
+        seccomp=seccomp,
+        sysctls=securitycontext.sysctls(pod),
         annotations={"io.kubernetes.pod.uid": sandbox.uid,
                      "io.kubernetes.pod.name": pod["metadata"]["name"],
                      "io.kubernetes.pod.namespace": pod["metadata"].get("namespace", ""),
                      "io.kubernetes.container.name": container["name"]},
     )
+
+
+def seccomp_root(sandbox: Sandbox) -> Path:
+    """Where ``Localhost`` seccomp profiles live: ``<data-dir>/seccomp`` (the kubelet's
+    ``/var/lib/kubelet/seccomp``), beside the ``<data-dir>/pods`` holding the sandbox."""
+    return sandbox.directory.parent.parent / "seccomp"
 
 
 def command_line(container: Object, image: ImageConfig) -> list[str]:

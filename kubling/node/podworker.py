@@ -32,7 +32,7 @@ from pathlib import Path
 
 from kubling.api.meta import Object
 from kubling.client import events, rest
-from kubling.node import containers, envvars, hooks, podstatus, probes
+from kubling.node import containers, envvars, hooks, podstatus, probes, securitycontext
 from kubling.node.backoff import Backoff
 from kubling.node.imagepull import ContainerImage, ImageManager, ImagePullFailure
 from kubling.node.images import rootfs
@@ -167,6 +167,9 @@ class PodWorker:
     async def _sync(self, pod: Object) -> None:
         spec = pod.get("spec") or {}
         self._ensure_views(spec)
+        if self._terminal is None and (forbidden := securitycontext.forbidden_sysctl(pod)):
+            await self._fail(pod, "SysctlForbidden", forbidden, event_type=events.WARNING,
+                             grace=0)
         if self._terminal is None and self._past_deadline(spec):
             await self._fail(pod, "DeadlineExceeded", DEADLINE_MESSAGE, event_type=events.NORMAL,
                              grace=_grace(spec))

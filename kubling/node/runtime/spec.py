@@ -58,7 +58,7 @@ OCI_VERSION = "1.0.2"
 HOST = "host"
 
 #: `ContainerConfig.seccomp` value selecting kubling's default filter (see `seccomp.py`).
-RUNTIME_DEFAULT = "RuntimeDefault"
+RUNTIME_DEFAULT: Literal["RuntimeDefault"] = "RuntimeDefault"
 
 #: PATH given to a container whose environment has none, as containerd does: without it runc
 #: cannot find a bare command name such as `sh`.

@@ -164,6 +164,10 @@ class NodeAgent:
 
     # -- what the HTTPS server asks (kubeletserver.KubeletHost) -------------------------
 
+    @property
+    def node_name(self) -> str:
+        return self._ctx.node_name if self._ctx is not None else ""
+
     def running_pods(self) -> list[Object]:
         return [worker.last_pod for worker in self._workers.values()]
 

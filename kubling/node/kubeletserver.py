@@ -19,6 +19,8 @@ Endpoints, as the kubelet serves them:
     GET|POST /attach/{namespace}/{pod}/{container}   the container's own stdio (conmon's
                                                      attach socket), the same two ways
     GET|POST /portForward/{namespace}/{pod}          TCP connections to the pod's ports
+    GET /metrics/resource                            usage in Prometheus text (``metrics``)
+    GET /stats/summary                               the Summary API (``metrics``)
 
 Errors are plain-text bodies with the kubelet's status code and message, which the API
 server turns into a ``Status`` for kubectl.
@@ -26,6 +28,7 @@ server turns into a ``Status`` for kubectl.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import ssl
@@ -38,7 +41,7 @@ import orjson
 from aiohttp import web
 
 from kubling.api.meta import Object
-from kubling.node import logs
+from kubling.node import logs, metrics
 from kubling.node.runtime import Runtime
 from kubling.node.streaming import (
     StreamingError,
@@ -76,6 +79,11 @@ class KubeletHost(Protocol):
         ...
 
     @property
+    def node_name(self) -> str:
+        """The Node this agent registered (``/stats/summary``'s ``nodeName``)."""
+        ...
+
+    @property
     def runtime(self) -> Runtime:
         """Where exec sessions are started (``Runtime.exec_interactive``)."""
         ...
@@ -107,6 +115,7 @@ class KubeletServer:
         self.address = address
         self.port = port
         self._runner: web.AppRunner | None = None
+        self._sampler = metrics.Sampler()
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._authorize])
@@ -117,6 +126,8 @@ class KubeletServer:
         app.router.add_route("*", "/exec/{namespace}/{pod}/{container}", self._exec)
         app.router.add_route("*", "/attach/{namespace}/{pod}/{container}", self._attach)
         app.router.add_route("*", "/portForward/{namespace}/{pod}", self._port_forward)
+        app.router.add_get("/metrics/resource", self._resource_metrics)
+        app.router.add_get("/stats/summary", self._stats_summary)
         return app
 
     async def start(self) -> None:
@@ -177,6 +188,16 @@ class KubeletServer:
                               lambda: self.host.container_finished(target.container_id))
         await response.write_eof()
         return response
+
+    async def _resource_metrics(self, request: web.Request) -> web.StreamResponse:
+        text = await asyncio.to_thread(metrics.resource_metrics, self.host.running_pods())
+        return web.Response(text=text, content_type="text/plain",
+                            headers={"X-Content-Type-Options": "nosniff"}, charset="utf-8")
+
+    async def _stats_summary(self, request: web.Request) -> web.StreamResponse:
+        summary = await asyncio.to_thread(self._sampler.summary, self.host.node_name,
+                                          self.host.running_pods())
+        return web.Response(body=orjson.dumps(summary), content_type="application/json")
 
     async def _exec(self, request: web.Request) -> web.StreamResponse:
         return await self._remote_command(request, attach=False)

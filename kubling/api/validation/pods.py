@@ -30,6 +30,10 @@ from kubling.api.names import (
 )
 from kubling.api.validation import _common as c
 from kubling.api.validation._quantity import QUANTITY_MSG, parse_quantity
+from kubling.api.validation.securitycontext import (
+    validate_container_security_context,
+    validate_pod_security_context,
+)
 
 Obj = dict[str, Any]
 Errs = list[FieldError]
@@ -396,6 +400,8 @@ def _validate_container(ctr: Obj, path: Path, volumes: set[str], host_network: b
     errs.extend(_validate_probe(ctr.get("readinessProbe"), path.child("readinessProbe"), False))
     errs.extend(_validate_probe(ctr.get("livenessProbe"), path.child("livenessProbe"), True))
     errs.extend(_validate_probe(ctr.get("startupProbe"), path.child("startupProbe"), True))
+    errs.extend(validate_container_security_context(ctr.get("securityContext"),
+                                                    path.child("securityContext")))
     return errs
 
 
@@ -504,6 +510,7 @@ def validate_pod_spec(spec: Any, path: Path, extra_volumes: frozenset[str] = fro
     errs.extend(_validate_names(spec, path))
     errs.extend(_validate_deadline(spec, path.child("activeDeadlineSeconds")))
     errs.extend(validate_tolerations(spec, path.child("tolerations")))
+    errs.extend(validate_pod_security_context(spec, path.child("securityContext")))
     return errs
 
 

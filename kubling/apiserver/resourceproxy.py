@@ -14,7 +14,9 @@ How upstream picks the target (``ResourceLocation`` in each registry):
 - a pod IP must be a global unicast address ("address not allowed").
 
 The request goes on with its method, query, body and headers (less hop-by-hop ones and
-the caller's credentials); the answer comes back as it is, streamed. A target that cannot
+the caller's credentials); the answer comes back as it is, streamed. An upgrade request (a
+WebSocket) goes through ``upgradeproxy``: the target's 101 is passed back and bytes are
+copied both ways until one side closes. A target that cannot
 be reached is upstream's 503: ``error trying to reach service: dial tcp ...``.
 """
 
@@ -31,7 +33,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from kubling.apiserver import errors
+from kubling.apiserver import errors, upgradeproxy
 from kubling.apiserver.registry.store import Store
 
 #: Connecting to a pod or agent gives up after this long (upstream's dialer: 30 s).
@@ -169,13 +171,12 @@ def unreachable(hostport: str, err: BaseException) -> errors.APIError:
 
 async def forward(request: web.Request, scheme: str, hostport: str, path: str, *,
                   context: ssl.SSLContext | None = None) -> web.StreamResponse:
-    """Send the caller's request to ``scheme://hostport/path`` and stream the answer back."""
-    if request.headers.get("Upgrade"):
-        raise errors.bad_request("upgrade requests are not proxied to pods, services or "
-                                 "nodes by this server")
-    url = f"{scheme}://{hostport}{path}"
-    if request.query_string:
-        url += "?" + request.query_string
+    """Send the caller's request to ``scheme://hostport/path`` and stream the answer back;
+    an upgrade (a WebSocket) is relayed byte for byte once the target answers 101."""
+    target = path + ("?" + request.query_string if request.query_string else "")
+    if upgradeproxy.is_upgrade(request):
+        return await _upgrade(request, scheme, hostport, target, context)
+    url = f"{scheme}://{hostport}{target}"
     timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT,
                                     sock_connect=CONNECT_TIMEOUT)
     body = await request.read() if request.body_exists else None
@@ -206,3 +207,26 @@ async def forward(request: web.Request, scheme: str, hostport: str, path: str, *
                 pass  # the target went away mid-answer: end what was sent
             await response.write_eof()
             return response
+
+
+async def _upgrade(request: web.Request, scheme: str, hostport: str, target: str,
+                   context: ssl.SSLContext | None) -> web.StreamResponse:
+    host, _, port = hostport.rpartition(":")
+    if not port.isdigit():
+        host, port = hostport, "443" if scheme == "https" else "80"
+    tls: ssl.SSLContext | None = None
+    if scheme == "https":
+        tls = context if context is not None else _unverified_context()
+    headers = [*forwarded_headers(request.headers).items(), ("Connection", "Upgrade"),
+               *(("Upgrade", v) for v in request.headers.getall("Upgrade", []))]
+    return await upgradeproxy.proxy(request, host=host.strip("[]"), port=int(port),
+                                    path=target, context=tls, headers=headers,
+                                    dial_failed=unreachable)
+
+
+def _unverified_context() -> ssl.SSLContext:
+    """Pods serve what certificates they like: upstream does not verify them either."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import os
 import ssl
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -43,29 +44,40 @@ def is_upgrade(request: web.Request) -> bool:
 
 
 async def proxy(request: web.Request, *, host: str, port: int, path: str,
-                context: ssl.SSLContext) -> web.StreamResponse:
-    """Relay ``request`` to ``https://host:port{path}`` (``path`` with its query)."""
+                context: ssl.SSLContext | None,
+                headers: list[tuple[str, str]] | None = None,
+                dial_failed: Callable[[str, BaseException], errors.APIError] | None = None,
+                ) -> web.StreamResponse:
+    """Relay ``request`` to ``https://host:port{path}`` (``path`` with its query), or to
+    ``http://`` without ``context``. ``headers`` replaces the stream protocols' set
+    (``FORWARDED``) when the target is a user's server (``pods/proxy``: all the caller's
+    end-to-end headers); ``dial_failed`` words a failed dial for that caller."""
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         upstream_reader, upstream_writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=context, server_hostname=host,
+            asyncio.open_connection(host, port, ssl=context,
+                                    server_hostname=host if context is not None else None,
                                     limit=_MAX_HEAD), CONNECT_TIMEOUT)
     except (OSError, TimeoutError, ssl.SSLError) as err:
+        if dial_failed is not None:
+            raise dial_failed(netloc, err) from None
         raise errors.internal(f"error dialing backend: {_dial_error(netloc, err)}") from None
     try:
-        upstream_writer.write(_request_head(request, netloc, path))
+        upstream_writer.write(_request_head(request, netloc, path, headers))
         try:
-            status, headers = await asyncio.wait_for(
+            status, answer = await asyncio.wait_for(
                 _read_head(upstream_reader), RESPONSE_TIMEOUT)
         except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError,
                 asyncio.LimitOverrunError) as err:
             raise errors.internal(f"error reading from backend {netloc}: "
                                   f"{err or type(err).__name__}") from None
         if status != 101:
-            return await _relay_refusal(upstream_reader, status, headers)
+            return await _relay_refusal(upstream_reader, status, answer)
         response = web.StreamResponse(status=101, reason="Switching Protocols")
-        for name in RETURNED:
-            for value in headers.get(name.lower(), []):
+        returned = RETURNED if headers is None else tuple(
+            name for name in answer if name not in ("content-length", "transfer-encoding"))
+        for name in returned:
+            for value in answer.get(name.lower(), []):
                 response.headers.add(name, value)
         if request.transport is not None:
             # Nothing the client sends after our 101 may reach aiohttp's HTTP parser:
@@ -81,10 +93,14 @@ async def proxy(request: web.Request, *, host: str, port: int, path: str,
             await upstream_writer.wait_closed()
 
 
-def _request_head(request: web.Request, netloc: str, path: str) -> bytes:
+def _request_head(request: web.Request, netloc: str, path: str,
+                  headers: list[tuple[str, str]] | None = None) -> bytes:
     lines = [f"{request.method} {path} HTTP/1.1", f"Host: {netloc}"]
-    for name in FORWARDED:
-        lines.extend(f"{name}: {value}" for value in request.headers.getall(name, []))
+    if headers is not None:
+        lines.extend(f"{name}: {value}" for name, value in headers)
+    else:
+        for name in FORWARDED:
+            lines.extend(f"{name}: {value}" for value in request.headers.getall(name, []))
     if request.method in ("POST", "PUT"):
         lines.append("Content-Length: 0")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

@@ -59,6 +59,18 @@ def _flat(text: str | None) -> dict[str, int]:
     return values
 
 
+def _memory(directory: Path, usage_file: str, inactive: str,
+            rss: str) -> tuple[int | None, int | None, int | None]:
+    """Usage, working set (usage less the inactive file cache) and RSS of one memory
+    cgroup, given the file and memory.stat keys of its cgroup version."""
+    text = (_read(directory / usage_file) or "").strip()
+    if not text.isdigit():
+        return None, None, None
+    stat = _flat(_read(directory / "memory.stat"))
+    usage = int(text)
+    return usage, max(0, usage - stat.get(inactive, 0)), stat.get(rss)
+
+
 def cgroup_usage(path: str, *, mounts: Path = Path("/proc/self/mounts")) -> Usage:
     """The usage of cgroup ``path`` (hierarchical: a pod's includes its containers')."""
     cpu: int | None = None
@@ -72,23 +84,15 @@ def cgroup_usage(path: str, *, mounts: Path = Path("/proc/self/mounts")) -> Usag
             text = (_read(directory / "cpuacct.usage") or "").strip()
             cpu = int(text) if text.isdigit() else None
         elif h.version == 1 and "memory" in h.controllers and usage is None:
-            text = (_read(directory / "memory.usage_in_bytes") or "").strip()
-            if text.isdigit():
-                stat = _flat(_read(directory / "memory.stat"))
-                usage = int(text)
-                working = max(0, usage - stat.get("total_inactive_file", 0))
-                rss = stat.get("total_rss")
+            usage, working, rss = _memory(directory, "memory.usage_in_bytes",
+                                          "total_inactive_file", "total_rss")
         elif h.version == 2:
             if cpu is None:
                 stat = _flat(_read(directory / "cpu.stat"))
                 cpu = stat["usage_usec"] * 1000 if "usage_usec" in stat else None
             if usage is None:
-                text = (_read(directory / "memory.current") or "").strip()
-                if text.isdigit():
-                    stat = _flat(_read(directory / "memory.stat"))
-                    usage = int(text)
-                    working = max(0, usage - stat.get("inactive_file", 0))
-                    rss = stat.get("anon")
+                usage, working, rss = _memory(directory, "memory.current", "inactive_file",
+                                              "anon")
     return Usage(cpu, usage, working, rss, time.time_ns())
 
 

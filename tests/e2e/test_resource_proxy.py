@@ -8,6 +8,7 @@ The server comes from tests/agent_fixture.py (this host's one agent slot).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import subprocess
@@ -98,7 +99,9 @@ def test_node_proxy_reaches_the_agent(server: KublingServer) -> None:
     assert "web" in {p["metadata"]["name"] for p in listed["items"]}
 
 
-def test_kubectl_proxy_serves_a_service(server: KublingServer) -> None:
+@contextlib.contextmanager
+def kubectl_proxy(server: KublingServer) -> Iterator[str]:
+    """``kubectl proxy --port=0`` running; yields its ``127.0.0.1:port``."""
     proc = subprocess.Popen(
         ["kubectl", "--kubeconfig", str(server.kubeconfig), "--cache-dir",
          str(server.cache_dir), "proxy", "--port=0"],
@@ -106,10 +109,17 @@ def test_kubectl_proxy_serves_a_service(server: KublingServer) -> None:
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        match = re.search(r"Starting to serve on 127\.0\.0\.1:(\d+)", line)
+        match = re.search(r"Starting to serve on (127\.0\.0\.1:\d+)", line)
         assert match, line
-        url = (f"http://127.0.0.1:{match.group(1)}/api/v1/namespaces/default/services/"
-               "web:80/proxy/")
+        yield match.group(1)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_kubectl_proxy_serves_a_service(server: KublingServer) -> None:
+    with kubectl_proxy(server) as address:
+        url = f"http://{address}/api/v1/namespaces/default/services/web:80/proxy/"
         with urllib.request.urlopen(url, timeout=10) as resp:
             assert resp.read().decode().strip() == "hello-proxy"
         try:
@@ -119,9 +129,6 @@ def test_kubectl_proxy_serves_a_service(server: KublingServer) -> None:
             assert err.code == 503
             status: Any = json.loads(err.read())
             assert status["reason"] == "ServiceUnavailable"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 #: A WebSocket echo server (RFC 6455, text and binary frames up to 64 KiB, close answered)
@@ -208,39 +215,18 @@ def test_websocket_refused_by_the_target_is_relayed(server: AgentServer, ws_echo
     """The httpd pod does not speak WebSocket: its answer comes back, no hang, no 101."""
     base = server.url.replace("https://", "wss://")
 
-    async def attempt() -> int:
+    async def handshake_status(path: str) -> int:
         try:
-            await _echo(f"{base}/api/v1/namespaces/default/pods/web:8080/proxy/",
-                        server.ssl_context())
+            await _echo(f"{base}/api/v1/namespaces/default/pods/{path}", server.ssl_context())
         except aiohttp.WSServerHandshakeError as err:
             return err.status
         return 101
 
-    assert asyncio.run(asyncio.wait_for(attempt(), 20)) != 101
-
-    async def refused() -> int:
-        try:
-            await _echo(f"{base}/api/v1/namespaces/default/pods/ws:9/proxy/",
-                        server.ssl_context())
-        except aiohttp.WSServerHandshakeError as err:
-            return err.status
-        return 101
-
-    assert asyncio.run(asyncio.wait_for(refused(), 20)) == 503
+    assert asyncio.run(asyncio.wait_for(handshake_status("web:8080/proxy/"), 20)) != 101
+    assert asyncio.run(asyncio.wait_for(handshake_status("ws:9/proxy/"), 20)) == 503
 
 
 def test_kubectl_proxy_carries_websockets(server: AgentServer, ws_echo: str) -> None:
-    proc = subprocess.Popen(
-        ["kubectl", "--kubeconfig", str(server.kubeconfig), "--cache-dir",
-         str(server.cache_dir), "proxy", "--port=0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert proc.stdout is not None
-        match = re.search(r"127\.0\.0\.1:(\d+)", proc.stdout.readline())
-        assert match
-        url = (f"ws://127.0.0.1:{match.group(1)}/api/v1/namespaces/default/services/"
-               "ws:80/proxy/via-kubectl")
+    with kubectl_proxy(server) as address:
+        url = f"ws://{address}/api/v1/namespaces/default/services/ws:80/proxy/via-kubectl"
         assert asyncio.run(_echo(url, None)) == ["/via-kubectl hello", True]
-    finally:
-        proc.terminate()
-        proc.wait(10)

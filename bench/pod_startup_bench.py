@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -72,6 +73,21 @@ async def measure(server: KublingServer, count: int) -> None:
               f"p99 {p99:.3f} s, all Ready {max(readied.values()) - min(created.values()):.2f} s")
 
 
+def process_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of a process itself, and of the children it has waited for (runc
+    start/exec/delete, the CNI plugins: what the agent runs and reaps)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = float(os.sysconf("SC_CLK_TCK"))
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
+
+
+def machine_busy() -> float:
+    """CPU seconds every CPU of the machine has spent busy since boot: the startup window's
+    difference includes conmon and the ``runc create`` it runs, which nothing waits for."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / float(os.sysconf("SC_CLK_TCK"))
+
+
 def server_usage(pid: int, seconds: float = 10.0) -> str:
     def cpu_ticks() -> int:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -101,8 +117,17 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise SystemExit("the node did not become Ready")
                 time.sleep(0.2)
-            asyncio.run(measure(server, args.pods))
             assert server.process is not None
+            own, children = process_cpu(server.process.pid)
+            busy = machine_busy()
+            asyncio.run(measure(server, args.pods))
+            own_after, children_after = process_cpu(server.process.pid)
+            busy = machine_busy() - busy
+            cores = os.cpu_count() or 1
+            print(f"CPU spent starting them: server {own_after - own:.2f} s, its reaped "
+                  f"children (runc, CNI plugins) {children_after - children:.2f} s, the whole "
+                  f"machine {busy:.2f} s = {busy / args.pods * 1000:.0f} ms a pod; on {cores} "
+                  f"cores the pods cannot all be Ready in less than {busy / cores:.2f} s")
             print(f"with {args.pods} pods running: {server_usage(server.process.pid)}")
         finally:
             server.kubectl("delete", "pods", "--all", "--grace-period=1", "--timeout=120s",

@@ -594,3 +594,45 @@ def test_joins_a_network_namespace(env: Env) -> None:
     finally:
         subprocess.run(["ip", "netns", "del", netns], check=False)
     assert not Path(f"/run/netns/{netns}").exists()
+
+
+# --- state without running runc -----------------------------------------------------------
+
+
+def _runc_says(env: Env, cid: str) -> dict[str, object]:
+    out = subprocess.run(["runc", "--root", str(env.runtime.runc_root), "state", cid],
+                         capture_output=True, text=True, check=True).stdout
+    state = json.loads(out)
+    return {k: state[k] for k in ("id", "pid", "status", "created")}
+
+
+def test_state_read_from_runcs_files_matches_runc_state(env: Env) -> None:
+    """``runcstate`` answers as ``runc state`` does in each status, and a state.json it
+    cannot read makes the runtime ask runc itself."""
+    from kubling.node.runtime import runcstate
+
+    cfg = env.config("state-file", ["sh", "-c", "read line"])
+
+    async def scenario() -> None:
+        await env.runtime.create(cfg, log_path=env.log(cfg), stdin=True)
+        assert runcstate.read_state(env.runtime.runc_root, cfg.id) == _runc_says(env, cfg.id)
+        assert (await env.runtime.state(cfg.id)).status == "created"
+        await env.runtime.start(cfg.id)
+        running = runcstate.read_state(env.runtime.runc_root, cfg.id)
+        assert running == _runc_says(env, cfg.id) and running is not None
+        assert running["status"] == "running" and running["pid"] > 0
+        await env.runtime.kill(cfg.id, signal.SIGKILL)
+        await env.runtime.wait(cfg.id, timeout=5)
+        stopped = runcstate.read_state(env.runtime.runc_root, cfg.id)
+        assert stopped is not None and stopped["status"] == "stopped"
+        assert _runc_says(env, cfg.id)["status"] == "stopped"
+        state_file = env.runtime.runc_root / cfg.id / "state.json"
+        original = state_file.read_bytes()
+        state_file.write_text("{not json")
+        with pytest.raises(runcstate.StateFormatError):
+            runcstate.read_state(env.runtime.runc_root, cfg.id)
+        state_file.write_bytes(original)
+        assert (await env.runtime.state(cfg.id)).status == "stopped"
+        assert runcstate.read_state(env.runtime.runc_root, "no-such-container") is None
+
+    run(scenario())

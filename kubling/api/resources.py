@@ -137,6 +137,7 @@ BUILTIN: tuple[ResourceType, ...] = (
         subresources=(
             _status("Pod"),
             Subresource("binding", "Binding", CREATE_ONLY),
+            Subresource("ephemeralcontainers", "Pod", SUBRESOURCE_RW),
             Subresource("eviction", "Eviction", CREATE_ONLY, group="policy", version="v1"),
         ),
     ),

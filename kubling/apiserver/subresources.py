@@ -1,4 +1,5 @@
-"""Subresources: ``status``, ``scale``, ``binding``, ``eviction`` and namespace ``finalize``.
+"""Subresources: ``status``, ``scale``, ``binding``, ``eviction``, pod
+``ephemeralcontainers`` and namespace ``finalize``.
 
 Each is the parent's Store with another strategy or a small translation (a Scale is a
 view of the parent's ``spec.replicas``), never a separate code path to storage.
@@ -17,6 +18,7 @@ from kubling.api.resources import ResourceType
 from kubling.apiserver import (
     authn,
     authz,
+    ephemeralcontainers,
     errors,
     eviction,
     negotiation,
@@ -33,7 +35,7 @@ from kubling.apiserver.handlers import (
 from kubling.apiserver.registry import kinds
 from kubling.apiserver.registry.registry import Registry
 from kubling.apiserver.registry.store import DeleteOptions, Store
-from kubling.apiserver.registry.strategy import BUILTIN_SCALE, ScalePaths
+from kubling.apiserver.registry.strategy import BUILTIN_SCALE, ScalePaths, Strategy
 from kubling.apiserver.requestinfo import RequestInfo
 
 
@@ -108,7 +110,11 @@ class APIHandlers(ResourceHandlers):
             raise errors.method_not_supported(rt.group, f"{rt.plural}/{sub.name}", info.verb)
         namespace = info.namespace if rt.namespaced else ""
         if sub.name == "status":
-            return await self._status(request, info, rt, store, namespace)
+            strategy = self.registry.status_strategy(rt)
+            return await self._object_part(request, info, rt, store, namespace, strategy)
+        if sub.name == "ephemeralcontainers":
+            strategy = ephemeralcontainers.EphemeralContainersStrategy(rt)
+            return await self._object_part(request, info, rt, store, namespace, strategy)
         if sub.name == "scale":
             return await self._scale(request, info, rt, store, namespace)
         if sub.name == "binding":
@@ -182,9 +188,11 @@ class APIHandlers(ResourceHandlers):
                 context = self.kubelet.context(skip_verify=False)
         return await resourceproxy.forward(request, scheme, target, path, context=context)
 
-    async def _status(self, request: web.Request, info: RequestInfo, rt: ResourceType,
-                      store: Store, namespace: str) -> web.StreamResponse:
-        strategy = self.registry.status_strategy(rt)
+    async def _object_part(self, request: web.Request, info: RequestInfo, rt: ResourceType,
+                           store: Store, namespace: str,
+                           strategy: Strategy) -> web.StreamResponse:
+        """``status``, ``ephemeralcontainers``: the parent's kind in and out, and a strategy
+        that takes only its part of the request's object (upstream's status-like REST)."""
         if info.verb == "get":
             return self._respond(request, store, await store.get(namespace, info.name), 200)
         if info.verb == "update":
@@ -195,7 +203,7 @@ class APIHandlers(ResourceHandlers):
                                             dry_run=_dry_run(request.query))
             return self._respond(request, store, updated, 200, warnings)
         media = negotiation.parse_media_type(request.headers.get("Content-Type", "")).type
-        if media == negotiation.APPLY_PATCH:  # server-side apply of status (ApplyStatus)
+        if media == negotiation.APPLY_PATCH:  # server-side apply of the part (ApplyStatus)
             return await self._server_side_apply(request, info, store, namespace, strategy)
         transform, warnings = await self._patch_transform(request, rt, store.strategy)
 

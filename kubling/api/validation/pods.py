@@ -8,6 +8,7 @@ Every workload kind reuses :func:`validate_pod_template_spec`.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from kubling.api.field import (
@@ -377,7 +378,11 @@ def _validate_init_only(ctr: Obj, path: Path, is_init: bool) -> Errs:
     return errs
 
 
-def _validate_container(ctr: Obj, path: Path, volumes: set[str], host_network: bool) -> Errs:
+def _validate_container_common(
+    ctr: Obj, path: Path, volumes: set[str], host_network: bool
+) -> Errs:
+    """Upstream ``validateContainerCommon``: what every kind of container must satisfy
+    (regular, init and ephemeral alike); the name is checked by the caller."""
     errs = _validate_image(ctr, path.child("image"))
     errs.extend(
         c.one_of(
@@ -397,11 +402,16 @@ def _validate_container(ctr: Obj, path: Path, volumes: set[str], host_network: b
     errs.extend(_validate_env(ctr, path.child("env")))
     errs.extend(_validate_volume_mounts(ctr, path.child("volumeMounts"), volumes))
     errs.extend(validate_resources(ctr.get("resources"), path.child("resources")))
+    errs.extend(validate_container_security_context(ctr.get("securityContext"),
+                                                    path.child("securityContext")))
+    return errs
+
+
+def _validate_container(ctr: Obj, path: Path, volumes: set[str], host_network: bool) -> Errs:
+    errs = _validate_container_common(ctr, path, volumes, host_network)
     errs.extend(_validate_probe(ctr.get("readinessProbe"), path.child("readinessProbe"), False))
     errs.extend(_validate_probe(ctr.get("livenessProbe"), path.child("livenessProbe"), True))
     errs.extend(_validate_probe(ctr.get("startupProbe"), path.child("startupProbe"), True))
-    errs.extend(validate_container_security_context(ctr.get("securityContext"),
-                                                    path.child("securityContext")))
     return errs
 
 
@@ -418,6 +428,74 @@ def _validate_containers(spec: Obj, path: Path, volumes: set[str]) -> Errs:
             errs.extend(_validate_container_name(ctr, here.child("name"), seen))
             errs.extend(_validate_container(ctr, here, volumes, host_network))
             errs.extend(_validate_init_only(ctr, here, key == "initContainers"))
+    return errs
+
+
+# -- ephemeral containers --------------------------------------------------------------------
+
+EPHEMERAL_FORBIDDEN_MSG = "cannot be set for an Ephemeral Container"
+
+#: Container fields an ephemeral container may not set, in upstream's struct order (the
+#: complement of upstream's ``allowedEphemeralContainerFields``): a debugging container gets
+#: no ports, resources, probes or lifecycle, so nothing of the workload comes to rely on it.
+_EPHEMERAL_FORBIDDEN = (
+    "ports",
+    "resources",
+    "resizePolicy",
+    "restartPolicy",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "lifecycle",
+)
+
+
+def _is_set(value: Any) -> bool:
+    """Go's "differs from the zero value": absent, null, empty and false are all unset
+    (``resources: {}``, which every container carries after defaulting, is unset)."""
+    return value not in (None, False, 0, "", [], {})
+
+
+def _validate_ephemeral_container(
+    ctr: Obj, path: Path, volumes: set[str], host_network: bool, others: set[str]
+) -> Errs:
+    """``validateEphemeralContainers`` for one container, less the name's uniqueness."""
+    errs = _validate_container_common(ctr, path, volumes, host_network)
+    target = ctr.get("targetContainerName")
+    if target and target not in others:
+        errs.append(
+            FieldError(ErrorType.NOT_FOUND, str(path.child("targetContainerName")), "", target)
+        )
+    errs.extend(
+        forbidden(str(path.child(key)), EPHEMERAL_FORBIDDEN_MSG)
+        for key in _EPHEMERAL_FORBIDDEN
+        if _is_set(ctr.get(key))
+    )
+    for i, mount in enumerate(c.dicts(ctr, "volumeMounts")):
+        here = path.child("volumeMounts").index(i)
+        errs.extend(
+            forbidden(str(here.child(key)), EPHEMERAL_FORBIDDEN_MSG)
+            for key in ("subPath", "subPathExpr")
+            if mount.get(key)
+        )
+    return errs
+
+
+def _validate_ephemeral_containers(spec: Obj, path: Path, volumes: set[str]) -> Errs:
+    """Names are unique across all three lists; a target must be a regular or init one."""
+    others = {
+        str(ctr.get("name"))
+        for key in ("initContainers", "containers")
+        for ctr in c.dicts(spec, key)
+        if ctr.get("name")
+    }
+    seen = set(others)
+    host_network = spec.get("hostNetwork") is True
+    errs: Errs = []
+    for i, ctr in enumerate(c.dicts(spec, "ephemeralContainers")):
+        here = path.index(i)
+        errs.extend(_validate_container_name(ctr, here.child("name"), seen))
+        errs.extend(_validate_ephemeral_container(ctr, here, volumes, host_network, others))
     return errs
 
 
@@ -495,6 +573,11 @@ def validate_pod_spec(spec: Any, path: Path, extra_volumes: frozenset[str] = fro
     errs, volumes = validate_volumes(spec, path.child("volumes"))
     errs.extend(_validate_containers(spec, path, volumes | extra_volumes))
     errs.extend(
+        _validate_ephemeral_containers(
+            spec, path.child("ephemeralContainers"), volumes | extra_volumes
+        )
+    )
+    errs.extend(
         c.one_of(
             spec.get("restartPolicy"), path.child("restartPolicy"), ["Always", "OnFailure", "Never"]
         )
@@ -526,11 +609,26 @@ def validate_pod_template_spec(
         validate_annotations(meta.get("annotations"), path.child("metadata").child("annotations"))
     )
     errs.extend(validate_pod_spec(template.get("spec"), path.child("spec"), extra_volumes))
+    if c.sub(template, "spec").get("ephemeralContainers"):
+        errs.append(
+            forbidden(
+                str(path.child("spec").child("ephemeralContainers")),
+                "ephemeral containers not allowed in pod template",
+            )
+        )
     return errs
 
 
 def validate_pod(pod: Obj) -> Errs:
     return validate_pod_spec(pod.get("spec"), Path("spec"))
+
+
+def validate_pod_create(pod: Obj) -> Errs:
+    """``ValidatePodCreate``'s extra rule: ephemeral containers arrive only through the
+    ``ephemeralcontainers`` subresource of a pod that already exists."""
+    if c.sub(pod, "spec").get("ephemeralContainers"):
+        return [forbidden("spec.ephemeralContainers", "cannot be set on create")]
+    return []
 
 
 def validate_pod_template(obj: Obj) -> Errs:
@@ -588,7 +686,7 @@ def _munge(new_spec: Obj, old_spec: Obj) -> Obj:
     for key in ("containers", "initContainers"):
         for ctr, old_ctr in zip(c.dicts(munged, key), c.dicts(old_spec, key), strict=False):
             ctr["image"] = old_ctr.get("image")
-    for key in ("activeDeadlineSeconds", "tolerations", "ephemeralContainers"):
+    for key in ("activeDeadlineSeconds", "tolerations"):
         munged.pop(key, None)
         if key in old_spec:
             munged[key] = old_spec[key]
@@ -633,4 +731,35 @@ def validate_pod_update(new: Obj, old: Obj) -> Errs:
         errs.append(
             forbidden(str(spec_path), POD_UPDATE_MSG + "\n" + c.spec_diff(old_spec, munged))
         )
+    return errs
+
+
+# -- the ephemeralcontainers subresource -----------------------------------------------------
+
+MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
+
+
+def validate_ephemeral_containers_update(new: Obj, old: Obj) -> Errs:
+    """``ValidatePodEphemeralContainersUpdate``'s transition rule: ephemeral containers are
+    only ever added. Matched by name, since a patch need not keep their order.
+
+    ``new`` differs from ``old`` only in ``spec.ephemeralContainers`` (the subresource's
+    strategy made it so); ``new`` on its own is checked by :func:`validate_pod`.
+    """
+    if MIRROR_POD_ANNOTATION in c.sub(old, "metadata", "annotations"):
+        return [forbidden("", "static pods do not support ephemeral containers")]
+    path = "spec.ephemeralContainers"
+    new_list = c.dicts(c.sub(new, "spec"), "ephemeralContainers")
+    wanted = {str(ctr.get("name")): ctr for ctr in new_list}
+    errs: Errs = []
+    for existing in c.dicts(c.sub(old, "spec"), "ephemeralContainers"):
+        name = str(existing.get("name"))
+        quoted = json.dumps(name)
+        if name not in wanted:
+            msg = f"existing ephemeral containers {quoted} may not be removed\n"
+            errs.append(forbidden(path, msg))
+        elif wanted[name] != existing:
+            diff = c.spec_diff(existing, wanted[name])
+            msg = f"existing ephemeral containers {quoted} may not be changed\n{diff}"
+            errs.append(forbidden(path, msg))
     return errs

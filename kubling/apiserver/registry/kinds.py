@@ -13,6 +13,7 @@ from typing import Any
 from kubling.api import field
 from kubling.api.meta import Object
 from kubling.api.resources import ResourceType
+from kubling.api.validation import pods as pods_validation
 from kubling.apiserver.allocation import fields as service_fields
 from kubling.apiserver.allocation.service import ServiceAllocator
 from kubling.apiserver.registry.customresources import CRDStrategy
@@ -45,6 +46,10 @@ class PodStrategy(Strategy):
 
     def initial_status(self, obj: Object) -> None:
         obj["status"] = {"phase": "Pending", "qosClass": _qos_class(obj.get("spec") or {})}
+
+    def validate(self, obj: Object) -> list[field.FieldError]:
+        """Create: also ``ValidatePodCreate``'s create-only rules."""
+        return super().validate(obj) + pods_validation.validate_pod_create(obj)
 
     def grace_period(self, obj: Object, requested: int | None) -> int:
         """A pod bound to a node and still running gets time to stop; others go at once."""

@@ -117,6 +117,7 @@ def container_config(*, pod: Object, container: Object, image: ImageConfig, sand
         cap_drop=list(capabilities.get("drop") or []),
         privileged=bool(context.get("privileged")),
         readonly_rootfs=bool(context.get("readOnlyRootFilesystem")),
+        terminal=bool(container.get("tty")),
         no_new_privileges=securitycontext.no_new_privileges(container),
         seccomp=seccomp,
         sysctls=securitycontext.sysctls(pod),

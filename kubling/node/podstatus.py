@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Sequence
 from typing import Any
 
 from kubling.api import meta
@@ -27,6 +28,9 @@ class ContainerView:
     #: An init container with ``restartPolicy: Always``: a sidecar, which keeps running
     #: beside the main containers and counts towards the pod's readiness.
     sidecar: bool = False
+    #: An ephemeral container (``kubectl debug``): never restarted, never ready, left out
+    #: of the pod's phase and conditions, and reported without ``started`` as upstream.
+    ephemeral: bool = False
     restart_count: int = 0
     container_id: str = ""
     image_ref: str = ""
@@ -52,6 +56,8 @@ class ContainerView:
     def ready(self) -> bool:
         """Started and passing its readiness probe (main containers and sidecars); a
         regular init container is ready once it succeeded, as upstream's prober says."""
+        if self.ephemeral:
+            return False
         if self.init and not self.sidecar:
             return self.succeeded and self.is_terminated
         return self.started and self.probe_ready
@@ -96,6 +102,8 @@ class ContainerView:
             "lastState": {"terminated": dict(self.last_terminated)}
             if self.last_terminated else {},
         }
+        if self.ephemeral:
+            del status["started"]  # the prober, which sets it, never sees these
         if self.container_id:
             status["containerID"] = f"runc://{self.container_id}"
         return status
@@ -226,11 +234,12 @@ def conditions(previous: list[Object], *, sandbox_ready: bool, init: list[Contai
 
 def pod_status(pod: Object, *, sandbox_ready: bool, pod_ips: tuple[str, ...], host_ip: str,
                init: list[ContainerView], main: list[ContainerView],
-               terminal_phase: str | None = None, reason: str = "",
-               message: str = "") -> Object:
+               ephemeral: Sequence[ContainerView] = (), terminal_phase: str | None = None,
+               reason: str = "", message: str = "") -> Object:
     """The whole ``status`` the worker writes (merge patch: lists are replaced whole);
     ``reason``/``message`` explain a pod the node failed (``Evicted``,
-    ``DeadlineExceeded``)."""
+    ``DeadlineExceeded``). Ephemeral containers are reported and nothing else: they count
+    neither for the phase nor for readiness."""
     current: Object = pod.get("status") or {}
     restart_policy = (pod.get("spec") or {}).get("restartPolicy") or "Always"
     pod_phase = terminal_phase or phase(restart_policy, init, main)
@@ -244,6 +253,8 @@ def pod_status(pod: Object, *, sandbox_ready: bool, pod_ips: tuple[str, ...], ho
     }
     if init:
         status["initContainerStatuses"] = [v.to_status() for v in init]
+    if ephemeral:
+        status["ephemeralContainerStatuses"] = [v.to_status() for v in ephemeral]
     if pod_ips:
         status["podIP"] = pod_ips[0]
         status["podIPs"] = [{"ip": ip} for ip in pod_ips]

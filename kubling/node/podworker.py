@@ -8,7 +8,9 @@ success — sidecars (``restartPolicy: Always``) only to started, and kept runni
 every main container, restarting exited ones per ``restartPolicy`` with the
 CrashLoopBackOff delay, and writes the pod's status when it changed. A pod whose main
 containers finished for good has its sidecars stopped, last first; one past its
-``activeDeadlineSeconds`` fails (``DeadlineExceeded``) and is stopped. A deletion
+``activeDeadlineSeconds`` fails (``DeadlineExceeded``) and is stopped. Ephemeral
+containers (``kubectl debug``) are started once each, whenever they appear, and never
+restarted (``kubling.node.ephemeral``). A deletion
 (``deletionTimestamp``) or a pod gone from the API makes it stop the containers (SIGTERM,
 SIGKILL after the grace period), remove them, the volumes and the sandbox, confirm the
 deletion with a zero-grace DELETE bound to the pod's uid, and end.
@@ -32,7 +34,15 @@ from pathlib import Path
 
 from kubling.api.meta import Object
 from kubling.client import events, rest
-from kubling.node import containers, envvars, hooks, podstatus, probes, securitycontext
+from kubling.node import (
+    containers,
+    envvars,
+    ephemeral,
+    hooks,
+    podstatus,
+    probes,
+    securitycontext,
+)
 from kubling.node.backoff import Backoff
 from kubling.node.imagepull import ContainerImage, ImageManager, ImagePullFailure
 from kubling.node.images import rootfs
@@ -191,6 +201,7 @@ class PodWorker:
         if self._terminal is None and not self._completed(spec):
             if await self._sync_init(pod, spec):
                 await self._sync_main(pod, spec)
+            await self._sync_ephemeral(pod)
             message = await self._volumes.exceeded_limit()
             if message:
                 await self._fail(pod, "Evicted", message, event_type=events.WARNING, grace=0)
@@ -256,6 +267,15 @@ class PodWorker:
                         view.container_id = str(adopted)
                         view.restart_count = adopted.attempt
                     self._views[name] = view
+        for container in ephemeral.specs({"spec": spec}):
+            name = container["name"]
+            if name not in self._views:
+                view = ContainerView(name=name, image=container.get("image", ""),
+                                     ephemeral=True)
+                adopted = self._adopted.get(name)
+                if adopted is not None:
+                    view.container_id = str(adopted)
+                self._views[name] = view
 
     async def _refresh(self) -> None:
         """Bring each view up to date with its runtime container."""
@@ -359,6 +379,14 @@ class PodWorker:
             await self._write_status(pod)
         for container in mains:
             await self._sync_container(pod, container, spec)
+
+    async def _sync_ephemeral(self, pod: Object) -> None:
+        """Start each ephemeral container once (after a failed pull or a target that is
+        not running yet, again on a later sync); one that ran is never started again."""
+        for container in ephemeral.specs(pod):
+            view = self._views[container["name"]]
+            if not (view.running or view.is_terminated or view.container_id):
+                await self._start(pod, container, view)
 
     async def _stop_sidecars(self, pod: Object, spec: Object) -> None:
         """The pod finished (or failed): its running sidecars are stopped, last first."""
@@ -469,14 +497,22 @@ class PodWorker:
             config = containers.container_config(
                 pod=pod, container=container, image=image.config, sandbox=self._sandbox,
                 container_id=cid, rootfs=root, env=env, volumes=self._volumes.mounted())
-        except (containers.ContainerSpecError, rootfs.RootfsError, OSError) as err:
+            if view.ephemeral and (target := ephemeral.target_of(container)):
+                ephemeral.join_pid_namespace(config, target=target,
+                                             target_pid=await self._pid_of(target))
+        except (containers.ContainerSpecError, rootfs.RootfsError, OSError,
+                ephemeral.TargetNotRunningError) as err:
             await asyncio.to_thread(rootfs.unmount_rootfs, paths.attempt_dir(cid.attempt))
-            view.set_waiting("CreateContainerConfigError", str(err))
+            reason = (ephemeral.NO_TARGET if isinstance(err, ephemeral.TargetNotRunningError)
+                      else "CreateContainerConfigError")
+            view.set_waiting(reason, str(err))
             self.ctx.recorder.record(pod, events.WARNING, "Failed", f"Error: {err}")
             self._later(RETRY_SECONDS * 5)
             return
         try:
-            await self.ctx.runtime.create(config, log_path=paths.log_path(cid.attempt))
+            await self.ctx.runtime.create(
+                config, log_path=paths.log_path(cid.attempt),
+                stdin=bool(container.get("stdin")), stdin_once=bool(container.get("stdinOnce")))
             view.container_id = str(cid)
             self.ctx.recorder.record(pod, events.NORMAL, "Created",
                                      f"Created container {view.name}")
@@ -501,8 +537,20 @@ class PodWorker:
         if not view.running:  # it has already exited: the next step must not wait
             self._later(0)
 
+    async def _pid_of(self, name: str) -> int:
+        """The running process of the pod's container ``name`` (0 when it has none)."""
+        view = self._views.get(name)
+        if view is None or not view.running or not view.container_id:
+            return 0
+        try:
+            state = await self.ctx.runtime.state(view.container_id)
+        except ContainerRuntimeError:
+            return 0
+        return state.pid if state.status == "running" else 0
+
     async def _environment(self, pod: Object, container: Object) -> dict[str, str]:
-        """The container's variables (envvars.resolve); raises EnvError."""
+        """The container's variables (envvars.resolve), with ``TERM=xterm`` under a TTY
+        unless the container sets it, as containerd and CRI-O give it; raises EnvError."""
         def warn(message: str) -> None:
             self.ctx.recorder.record(pod, events.WARNING, "InvalidEnvironmentVariableNames",
                                      message)
@@ -510,8 +558,9 @@ class PodWorker:
         facts = envvars.PodFacts(
             pod_ips=self._sandbox.pod_ips if self._sandbox else (), host_ip=self.ctx.node_ip,
             node_name=self.ctx.node_name, allocatable=self.ctx.volumes.host.allocatable)
-        return await envvars.resolve(pod, container, cache=self.ctx.volumes.objects,
-                                     facts=facts, warn=warn)
+        env = await envvars.resolve(pod, container, cache=self.ctx.volumes.objects,
+                                    facts=facts, warn=warn)
+        return {"TERM": "xterm", **env} if container.get("tty") else env
 
     # -- probes and hooks -------------------------------------------------------------
 
@@ -639,10 +688,12 @@ class PodWorker:
                 if c["name"] in self._views]
         main = [self._views[c["name"]] for c in spec.get("containers") or []
                 if c["name"] in self._views]
+        debuggers = [self._views[c["name"]] for c in ephemeral.specs(pod)
+                     if c["name"] in self._views]
         status = podstatus.pod_status(
             pod, sandbox_ready=self._sandbox is not None,
             pod_ips=self._sandbox.pod_ips if self._sandbox else (), host_ip=self.ctx.node_ip,
-            init=init, main=main, terminal_phase=self._terminal,
+            init=init, main=main, ephemeral=debuggers, terminal_phase=self._terminal,
             reason=self._failure[0], message=self._failure[1])
         if status["phase"] in ("Succeeded", "Failed"):
             self._terminal = status["phase"]

@@ -3,8 +3,11 @@
 conmon keeps a ``SOCK_SEQPACKET`` socket named ``attach`` in the bundle: every packet it
 sends is one byte naming the pipe (2 stdout, 3 stderr) and the bytes the container wrote
 after the client connected; what the client sends goes to the container's stdin (when it
-was created with one). A terminal is resized through the ``ctl`` fifo (``1 <rows> <cols>``).
-conmon closes the socket when the container exits, which ends the session.
+was created with one). A terminal is resized through the ``ctl`` fifo (``1 <rows> <cols>``),
+one line per read: conmon 2.1 acts on the first line of each read only, and kubectl sends
+two sizes at once when it attaches (one larger, then the real one, to force a redraw), so
+the sizes are written one at a time, a moment apart. conmon closes the socket when the
+container exits, which ends the session.
 
 The socket's path may exceed ``sun_path``'s 108 bytes under a deep data dir, so it is
 reached through ``/proc/self/fd`` of the bundle directory.
@@ -20,6 +23,8 @@ from pathlib import Path
 
 _STDOUT, _STDERR = 2, 3
 _PACKET = 8192 + 1
+#: How long conmon gets to read one resize line before the next is written.
+_RESIZE_PACE = 0.05
 
 
 class AttachSession:
@@ -33,6 +38,8 @@ class AttachSession:
         self._outputs: dict[int, asyncio.Queue[bytes]] = {
             _STDOUT: asyncio.Queue(64), _STDERR: asyncio.Queue(64)}
         self._reader = asyncio.create_task(self._demultiplex())
+        self._sizes: asyncio.Queue[tuple[int, int]] = asyncio.Queue(16)
+        self._resizer: asyncio.Task[None] | None = None
 
     async def _demultiplex(self) -> None:
         loop = asyncio.get_running_loop()
@@ -70,20 +77,31 @@ class AttachSession:
     def resize(self, width: int, height: int) -> None:
         if not self.tty or width <= 0 or height <= 0:
             return
-        with contextlib.suppress(OSError):
-            fd = os.open(self._bundle / "ctl", os.O_WRONLY | os.O_NONBLOCK)
-            try:
-                os.write(fd, f"1 {height} {width}\n".encode())
-            finally:
-                os.close(fd)
+        with contextlib.suppress(asyncio.QueueFull):  # a flood of sizes: the latest matter
+            self._sizes.put_nowait((width, height))
+        if self._resizer is None:
+            self._resizer = asyncio.create_task(self._write_sizes())
+
+    async def _write_sizes(self) -> None:
+        while True:
+            width, height = await self._sizes.get()
+            with contextlib.suppress(OSError):
+                fd = os.open(self._bundle / "ctl", os.O_WRONLY | os.O_NONBLOCK)
+                try:
+                    os.write(fd, f"1 {height} {width}\n".encode())
+                finally:
+                    os.close(fd)
+            await asyncio.sleep(_RESIZE_PACE)
 
     async def wait(self) -> int:
         await asyncio.shield(self._reader)
         return 0
 
     async def close(self) -> None:
-        self._reader.cancel()
-        await asyncio.gather(self._reader, return_exceptions=True)
+        tasks = [self._reader, *([self._resizer] if self._resizer else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._sock.close()
 
 

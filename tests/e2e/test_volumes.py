@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -292,6 +293,42 @@ def test_a_claim_bound_to_a_host_path_volume(server: KublingServer, host_dir: Pa
     wait_running(server, "claims", 40)
     wait_for(lambda: (claim_dir / "out").exists(), 10, "the file on the volume")
     assert (claim_dir / "out").read_text() == "kept\n"
+
+
+def test_a_local_volume_is_given_to_the_fs_group(server: KublingServer, host_dir: Path) -> None:
+    """A claim bound to a ``local`` PersistentVolume: the kubelet gives the volume (and what
+    is already in it) to the pod's fsGroup, so a non-root user of that group can write."""
+    local_dir = host_dir / "local"
+    (local_dir / "old").mkdir(parents=True)
+    (local_dir / "old" / "data.txt").write_text("before\n")
+    os.chmod(local_dir, 0o755)
+    os.chmod(local_dir / "old", 0o755)
+    os.chmod(local_dir / "old" / "data.txt", 0o644)
+    node = server.kubectl("get", "nodes", "-o", "jsonpath={.items[0].metadata.name}").stdout
+    _apply(server,
+           {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "local-pv"},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                     "storageClassName": "manual", "local": {"path": str(local_dir)},
+                     "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                         {"key": "kubernetes.io/hostname", "operator": "In",
+                          "values": [node]}]}]}}}},
+           {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "local-claim"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
+                     "resources": {"requests": {"storage": "1Gi"}}}})
+    manifest = _pod("local-fsgroup", "echo new > /data/new.txt && echo more >> "
+                    "/data/old/data.txt && echo wrote; sleep 3600",
+                    volumes=[{"name": "data",
+                              "persistentVolumeClaim": {"claimName": "local-claim"}}],
+                    mounts=[{"name": "data", "mountPath": "/data"}])
+    manifest["spec"]["securityContext"] = {"runAsUser": 1000, "fsGroup": 4321}
+    _apply(server, manifest)
+    wait_for(lambda: "wrote" in logs(server, "local-fsgroup"), 40, "the pod to write")
+    for path in (local_dir, local_dir / "old", local_dir / "old" / "data.txt",
+                 local_dir / "new.txt"):
+        assert path.stat().st_gid == 4321, path
+    assert local_dir.stat().st_mode & 0o2070 == 0o2070
+    assert (local_dir / "old" / "data.txt").read_text() == "before\nmore\n"
 
 
 def test_the_service_account_volume_is_mounted(server: KublingServer) -> None:

@@ -5,7 +5,8 @@ The claim must be ``Bound`` with ``spec.volumeName`` set; until it is, the pod w
 set-up fails with upstream's populator words (``error processing PVC ns/x: PVC is not
 bound``), which the manager reports in upstream's "Unable to attach or mount volumes"
 event. Once resolved the path is kept: a bound claim does not move. Tear-down leaves the
-data alone.
+data alone. A ``local`` volume is given to the pod's ``fsGroup`` (``ownership``), as the
+kubelet's local plugin does; a ``hostPath`` one is not, as upstream.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from kubling.api.meta import Object
 from kubling.client import rest
-from kubling.node.volumes import hostpath, plugin
+from kubling.node.volumes import hostpath, ownership, plugin
 
 CLAIMS = rest.lookup("v1", "persistentvolumeclaims")
 VOLUMES = rest.lookup("v1", "persistentvolumes")
@@ -68,6 +69,12 @@ class PersistentVolumeClaimVolume:
             path = str(spec["local"].get("path") or "")
             if not await asyncio.to_thread(os.path.exists, path):
                 raise plugin.VolumeError(f'path "{path}" does not exist')
+            group = plugin.fs_group(pod)
+            if group is not None and not self.read_only:
+                policy = str(((pod.get("spec") or {}).get("securityContext") or {}).get(
+                    "fsGroupChangePolicy") or "Always")
+                await asyncio.to_thread(ownership.set_volume_ownership, Path(path), group,
+                                        policy=policy)
         else:
             raise ClaimError(f"{where}: PersistentVolume {pv_name} is neither hostPath nor "
                              "local, the only kinds this node mounts")

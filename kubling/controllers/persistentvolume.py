@@ -15,7 +15,9 @@ class), ``ProvisioningFailed`` (its class does not exist), ``WaitForFirstConsume
 no provisioner yet, so an administrator's volume is what binds it). When a bound claim is
 deleted its volume is released: ``Retain`` keeps it ``Released``; ``Delete`` removes a
 provisioned volume's object and fails a static one (no plugin can delete it), as upstream.
-Claims are looked at again every 15 s, upstream's resync period.
+A claim of a ``WaitForFirstConsumer`` class is left to the scheduler, which picks its volume
+with the pod's node and pre-binds it (``claimRef``); this controller then finishes the
+binding. Claims are looked at again every 15 s, upstream's resync period.
 """
 
 from __future__ import annotations
@@ -24,11 +26,25 @@ import copy
 import logging
 from typing import Any
 
-from kubling.api import labels, meta
+from kubling.api import meta
 from kubling.api.meta import Object
-from kubling.api.validation._quantity import parse_quantity
 from kubling.client import events, informer, rest, workqueue
 from kubling.controllers import manager, podcontrol
+from kubling.controllers.volumeutil import (
+    BIND_COMPLETED,
+    BOUND_BY_CONTROLLER,
+    DEFAULT_CLASS,
+    PROVISIONED_BY,
+    SELECTED_NODE,
+    best_volume,
+    class_of,
+    fits,
+    is_delay_binding,
+)
+from kubling.controllers.volumeutil import claim_ref_is as _claim_ref_is
+
+__all__ = ["BIND_COMPLETED", "BOUND_BY_CONTROLLER", "DEFAULT_CLASS", "PROVISIONED_BY",
+           "PersistentVolumeController", "best_volume", "class_of", "fits"]
 
 log = logging.getLogger(__name__)
 
@@ -37,72 +53,6 @@ PVCS = rest.lookup("v1", "persistentvolumeclaims")
 CLASSES = rest.lookup("storage.k8s.io/v1", "storageclasses")
 
 RESYNC = 15.0
-BIND_COMPLETED = "pv.kubernetes.io/bind-completed"
-BOUND_BY_CONTROLLER = "pv.kubernetes.io/bound-by-controller"
-PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
-DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
-
-
-def class_of(obj: Object) -> str:
-    return str((obj.get("spec") or {}).get("storageClassName") or "")
-
-
-def _storage(amounts: Any) -> int:
-    value = parse_quantity((amounts or {}).get("storage", "0"))
-    return int(value) if value is not None else 0
-
-
-def _request(claim: Object) -> int:
-    return _storage(((claim.get("spec") or {}).get("resources") or {}).get("requests"))
-
-
-def _capacity(volume: Object) -> int:
-    return _storage((volume.get("spec") or {}).get("capacity"))
-
-
-def _claim_ref_is(volume: Object, claim: Object) -> bool:
-    ref = (volume.get("spec") or {}).get("claimRef") or {}
-    return (ref.get("namespace") == meta.namespace_of(claim)
-            and ref.get("name") == meta.name_of(claim)
-            and ref.get("uid") in (None, "", (claim.get("metadata") or {}).get("uid")))
-
-
-def fits(volume: Object, claim: Object) -> bool:
-    """Can this volume serve this claim (``checkVolumeSatisfyClaim`` and the matcher)?"""
-    spec, want = volume.get("spec") or {}, claim.get("spec") or {}
-    if (volume.get("metadata") or {}).get("deletionTimestamp"):
-        return False
-    if spec.get("claimRef") and not _claim_ref_is(volume, claim):
-        return False
-    if ((volume.get("status") or {}).get("phase") or "Available") not in ("Available",
-                                                                          "Pending"):
-        return False
-    if class_of(volume) != class_of(claim):
-        return False
-    if (spec.get("volumeMode") or "Filesystem") != (want.get("volumeMode") or "Filesystem"):
-        return False
-    offered = set(spec.get("accessModes") or [])
-    if not set(want.get("accessModes") or []) <= offered:
-        return False
-    if _capacity(volume) < _request(claim):
-        return False
-    selector = want.get("selector")
-    if selector is not None:
-        try:
-            if not labels.from_label_selector(selector).matches(meta.labels_of(volume)):
-                return False
-        except labels.SelectorError:
-            return False
-    return True
-
-
-def best_volume(volumes: list[Object], claim: Object) -> Object | None:
-    """A volume pre-bound to the claim first, else the smallest that fits."""
-    fitting = [v for v in volumes if fits(v, claim)]
-    pre_bound = [v for v in fitting if (v.get("spec") or {}).get("claimRef")]
-    if pre_bound:
-        return pre_bound[0]
-    return min(fitting, key=lambda v: (_capacity(v), meta.name_of(v)), default=None)
 
 
 class PersistentVolumeController:
@@ -167,7 +117,12 @@ class PersistentVolumeController:
         if name:
             await self._sync_named(claim, str(name))
             return None
-        volume = best_volume(self.volumes.indexer.list(), claim)
+        volumes = self.volumes.indexer.list()
+        if is_delay_binding(claim, self._classes()):
+            # The scheduler picks the volume with the pod's node; only a volume an
+            # administrator (or the scheduler's binder) pre-bound to the claim binds here.
+            volumes = [v for v in volumes if _claim_ref_is(v, claim)]
+        volume = best_volume(volumes, claim)
         if volume is not None:
             await self._bind(volume, claim)
             return None
@@ -193,6 +148,9 @@ class PersistentVolumeController:
         if fits(volume, claim) or _claim_ref_is(volume, claim):
             await self._bind(volume, claim)
 
+    def _classes(self) -> dict[str, Object]:
+        return {meta.name_of(c): c for c in self.classes.indexer.list()}
+
     def _explain_pending(self, claim: Object) -> None:
         wanted = class_of(claim)
         if not wanted:
@@ -204,7 +162,8 @@ class PersistentVolumeController:
         if storage_class is None:
             self.recorder.record(claim, events.WARNING, "ProvisioningFailed",
                                  f'storageclass.storage.k8s.io "{wanted}" not found')
-        elif storage_class.get("volumeBindingMode") == "WaitForFirstConsumer":
+        elif storage_class.get("volumeBindingMode") == "WaitForFirstConsumer" and \
+                not meta.annotations_of(claim).get(SELECTED_NODE):
             self.recorder.record(claim, events.NORMAL, "WaitForFirstConsumer",
                                  "waiting for first consumer to be created before binding")
         else:

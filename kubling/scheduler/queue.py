@@ -36,6 +36,9 @@ __all__ = [
     "NODE_UPDATE",
     "PVC_ADD",
     "PVC_UPDATE",
+    "PV_ADD",
+    "PV_UPDATE",
+    "STORAGE_CLASS_ADD",
     "UNSCHEDULABLE_TIMEOUT",
     "WILDCARD",
     "ClusterEvent",
@@ -67,6 +70,9 @@ ASSIGNED_POD_UPDATE = ClusterEvent("Pod", "Update")
 ASSIGNED_POD_DELETE = ClusterEvent("Pod", "Delete")
 PVC_ADD = ClusterEvent("PersistentVolumeClaim", "Add")
 PVC_UPDATE = ClusterEvent("PersistentVolumeClaim", "Update")
+PV_ADD = ClusterEvent("PersistentVolume", "Add")
+PV_UPDATE = ClusterEvent("PersistentVolume", "Update")
+STORAGE_CLASS_ADD = ClusterEvent("StorageClass", "Add")
 UNSCHEDULABLE_TIMEOUT = ClusterEvent("*", "UnschedulableTimeout")
 WILDCARD = ClusterEvent("*", "*")
 
@@ -79,7 +85,8 @@ EVENTS_TO_REGISTER: Mapping[str, tuple[ClusterEvent, ...]] = {
     "NodeAffinity": (NODE_ADD, NODE_UPDATE),
     "NodePorts": (ASSIGNED_POD_DELETE, NODE_ADD),
     "NodeResourcesFit": (ASSIGNED_POD_DELETE, ASSIGNED_POD_UPDATE, NODE_ADD, NODE_UPDATE),
-    "VolumeBinding": (PVC_ADD, PVC_UPDATE, NODE_ADD, NODE_UPDATE),
+    "VolumeBinding": (PVC_ADD, PVC_UPDATE, PV_ADD, PV_UPDATE, STORAGE_CLASS_ADD, NODE_ADD,
+                      NODE_UPDATE),
     "PodTopologySpread": (ASSIGNED_POD_ADD, ASSIGNED_POD_UPDATE, ASSIGNED_POD_DELETE,
                           NODE_ADD, NODE_UPDATE),
     "InterPodAffinity": (ASSIGNED_POD_ADD, ASSIGNED_POD_UPDATE, ASSIGNED_POD_DELETE,

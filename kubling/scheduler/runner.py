@@ -23,6 +23,7 @@ from kubling.scheduler import owners
 from kubling.scheduler import queue as queues
 from kubling.scheduler.framework import DEFAULT_SCHEDULER_NAME, FitError, Framework, Profile
 from kubling.scheduler.nodeinfo import PodInfo
+from kubling.scheduler.plugins import volume_binding
 from kubling.scheduler.snapshot import Snapshot
 
 log = logging.getLogger("kubling.scheduler")
@@ -31,6 +32,8 @@ _TERMINAL = ("Succeeded", "Failed")
 _BINDING_CONCURRENCY = 16
 #: What a failed API call can raise: an answer (``ApiError``) or no answer at all.
 _FAILURES: tuple[type[BaseException], ...] = (rest.ApiError, *rest.TRANSPORT_ERRORS)
+#: PreBind also fails when a claim is deleted or does not bind in time (a TimeoutError).
+_PRE_BIND_FAILURES: tuple[type[BaseException], ...] = (*_FAILURES, LookupError)
 
 
 def _assigned(pod: Object) -> bool:
@@ -98,7 +101,7 @@ class Scheduler:
 
     # -- informer handlers: keep the snapshot and the queue current --------------------
     def _watch_listers(self, factory: informer.SharedInformerFactory) -> None:
-        """The snapshot's listers: claims and storage classes (VolumeBinding), namespace
+        """The snapshot's listers: claims, volumes, classes (VolumeBinding), namespace
         labels (affinity namespace selectors), disruption budgets (preemption). A claim
         that appears or changes may let a pod waiting on it fit."""
         def keyed(obj: Object) -> tuple[str, str]:
@@ -113,6 +116,14 @@ class Scheduler:
 
         def class_set(obj: Object) -> None:
             self.snapshot.storage_classes[meta.name_of(obj)] = obj
+            self._move(queues.STORAGE_CLASS_ADD)
+
+        def volume_set(obj: Object, event: queues.ClusterEvent) -> None:
+            self.snapshot.pvs[meta.name_of(obj)] = obj
+            self._move(event)
+
+        def volume_gone(obj: Object) -> None:
+            self.snapshot.pvs.pop(meta.name_of(obj), None)
 
         def class_gone(obj: Object) -> None:
             self.snapshot.storage_classes.pop(meta.name_of(obj), None)
@@ -128,6 +139,11 @@ class Scheduler:
             on_add=lambda obj: claim_set(obj, queues.PVC_ADD),
             on_update=lambda _old, obj: claim_set(obj, queues.PVC_UPDATE),
             on_delete=claim_gone)
+        volumes = factory.informer(rest.lookup("v1", "persistentvolumes"))
+        volumes.add_event_handler(
+            on_add=lambda obj: volume_set(obj, queues.PV_ADD),
+            on_update=lambda _old, obj: volume_set(obj, queues.PV_UPDATE),
+            on_delete=volume_gone)
         classes = factory.informer(rest.lookup("storage.k8s.io/v1", "storageclasses"))
         classes.add_event_handler(on_add=class_set, on_update=lambda _old, obj: class_set(obj),
                                   on_delete=class_gone)
@@ -227,10 +243,11 @@ class Scheduler:
             return
         node = result.suggested_host
         self.snapshot.assume(pod, node)
+        volumes = volume_binding.assume_pod_volumes(pod, node, self.snapshot)
         # The binding cycle runs beside the next scheduling cycles, as upstream's does:
         # the pod is assumed on its node, so later decisions already account for it.
         await self._binding_slots.acquire()
-        task = asyncio.create_task(self._bind(queued, cycle, node))
+        task = asyncio.create_task(self._bind(queued, cycle, node, volumes))
         self._binding.add(task)
         task.add_done_callback(self._bound)
 
@@ -238,8 +255,18 @@ class Scheduler:
         self._binding.discard(task)
         self._binding_slots.release()
 
-    async def _bind(self, queued: queues.QueuedPodInfo, cycle: int, node: str) -> None:
+    async def _bind(self, queued: queues.QueuedPodInfo, cycle: int, node: str,
+                    volumes: volume_binding.PodVolumes) -> None:
         pod = queued.pod_info
+        try:  # PreBind: the pod's delayed claims are bound first, as upstream
+            await volume_binding.bind_pod_volumes(self.client, volumes, self.snapshot)
+        except _PRE_BIND_FAILURES as err:
+            volume_binding.forget_pod_volumes(volumes, self.snapshot)
+            self.snapshot.remove_pod(pod)
+            log.warning("binding volumes of %s/%s on %s failed: %s", pod.namespace, pod.name,
+                        node, err)
+            self.queue.add_unschedulable(queued, cycle, frozenset())
+            return
         try:
             await self.pods.create(
                 {"apiVersion": "v1", "kind": "Binding",

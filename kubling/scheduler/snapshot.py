@@ -5,7 +5,7 @@ cache, updated in place by the wiring (informer events, ``assume`` after a decis
 ``remove_pod`` when a binding fails) between cycles, never during one. That keeps a cycle
 free of copying, which matters at a thousand nodes.
 
-The extra listers (namespaces, PVCs, storage classes, PDBs) are plain dicts filled by the
+The extra listers (namespaces, PVCs, PVs, storage classes, PDBs) are plain dicts filled by the
 wiring; plugins that need them read them here instead of holding a client.
 """
 
@@ -40,6 +40,7 @@ class Snapshot:
         *,
         namespaces: Iterable[Mapping[str, Any]] = (),
         pvcs: Iterable[Mapping[str, Any]] = (),
+        pvs: Iterable[Mapping[str, Any]] = (),
         storage_classes: Iterable[Mapping[str, Any]] = (),
         pdbs: Iterable[Mapping[str, Any]] = (),
     ) -> None:
@@ -55,6 +56,7 @@ class Snapshot:
         self.pvcs: dict[tuple[str, str], Mapping[str, Any]] = {
             (_namespace(p), _name(p)): p for p in pvcs
         }
+        self.pvs: dict[str, Mapping[str, Any]] = {_name(v): v for v in pvs}
         self.storage_classes: dict[str, Mapping[str, Any]] = {
             _name(s): s for s in storage_classes
         }

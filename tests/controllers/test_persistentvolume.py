@@ -180,3 +180,48 @@ def test_matching_rules() -> None:
     assert not persistentvolume.fits(taken, pvc)
     smaller = volume("w", "6Gi")
     assert persistentvolume.best_volume([pv, smaller], pvc) is smaller
+
+
+def test_wait_for_first_consumer_claims_wait_for_the_scheduler(server: KublingServer) -> None:
+    """A delayed claim is not bound to a fitting volume until the scheduler pre-binds one
+    (``claimRef``); the controller then finishes the binding as upstream's does."""
+    ns = "pv-wffc"
+
+    async def scenario() -> None:
+        async with controller_running(server, persistentvolume.PersistentVolumeController,
+                                      clocks.FakeClock()) as (_, client):
+            await make_namespace(client, ns)
+            await client.resource(CLASSES).create({
+                "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                "metadata": {"name": "local-wffc"},
+                "provisioner": "kubernetes.io/no-provisioner",
+                "volumeBindingMode": "WaitForFirstConsumer"})
+            await client.resource(PVS).create(
+                volume("wffc-1", "1Gi", storageClassName="local-wffc"))
+            await client.resource(PVCS).create(
+                claim("later", "1Gi", storageClassName="local-wffc"), namespace=ns)
+            got = await wait_for(lambda: event(client, ns, "later"))
+            assert (got["type"], got["reason"], got["message"]) == (
+                "Normal", "WaitForFirstConsumer",
+                "waiting for first consumer to be created before binding")
+            await settle()
+            assert await phase(client, PVCS, "later", ns) in ("", "Pending")
+            assert await phase(client, PVS, "wffc-1") == "Available"
+
+            # What the scheduler's binder writes once the pod's node is chosen.
+            pvc = await get(client, PVCS, "later", ns)
+            pv = await get(client, PVS, "wffc-1")
+            pv["spec"]["claimRef"] = {"kind": "PersistentVolumeClaim", "apiVersion": "v1",
+                                      "namespace": ns, "name": "later",
+                                      "uid": pvc["metadata"]["uid"]}
+            pv["metadata"].setdefault("annotations", {})[
+                persistentvolume.BOUND_BY_CONTROLLER] = "yes"
+            await client.resource(PVS).update(pv)
+            await wait_for(lambda: _is(client, PVCS, "later", ns, "Bound"), timeout=20)
+            pvc = await get(client, PVCS, "later", ns)
+            assert pvc["spec"]["volumeName"] == "wffc-1"
+            assert pvc["metadata"]["annotations"][persistentvolume.BIND_COMPLETED] == "yes"
+            assert pvc["metadata"]["annotations"][persistentvolume.BOUND_BY_CONTROLLER] == "yes"
+            assert await phase(client, PVS, "wffc-1") == "Bound"
+
+    run(scenario(), timeout=60)

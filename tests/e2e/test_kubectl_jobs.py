@@ -133,3 +133,60 @@ def test_a_cronjob_every_minute_runs_on_the_minute(kubling: KublingServer) -> No
     row = kubling.kubectl("get", "cronjob", "minutely", "-n", ns, "--no-headers").stdout.split()
     assert row[:6] == ["minutely", "*/1", "*", "*", "*", "*"]  # NAME, then SCHEDULE
     kubling.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+def test_cronjob_history_limits_keep_one_job_each(kubling: KublingServer) -> None:
+    """``*/1`` in real time with ``successfulJobsHistoryLimit: 1`` and, for a CronJob whose
+    Jobs fail, ``failedJobsHistoryLimit: 1``: after two runs each keeps only its latest Job
+    (two minute boundaries, so up to ~2.5 minutes)."""
+    ns = _ns(kubling)
+    template = """
+apiVersion: batch/v1
+kind: CronJob
+metadata: {{name: {name}}}
+spec:
+  schedule: "*/1 * * * *"
+  {limit}: 1
+  jobTemplate:
+    spec:
+      backoffLimit: 0
+      template:
+        spec:
+          restartPolicy: Never
+          containers: [{{name: c, image: busybox, command: [date]}}]
+"""
+    kubling.kubectl("apply", "-n", ns, "-f", "-", input=template.format(
+        name="good", limit="successfulJobsHistoryLimit") + "---" + template.format(
+        name="bad", limit="failedJobsHistoryLimit"))
+    seen: dict[str, set[str]] = {"good": set(), "bad": set()}
+    played: set[str] = set()
+
+    def converged() -> dict[str, list[str]] | None:
+        """Play the node (good pods succeed, bad ones fail); done once each CronJob has
+        run twice and only its latest Job is left."""
+        pods = _json(kubling, "get", "pods", "-n", ns)["items"]
+        for pod in pods:
+            name = pod["metadata"]["name"]
+            if name not in played and pod["status"].get("phase") in (None, "Pending"):
+                owner = pod["metadata"]["labels"]["job-name"].split("-")[0]
+                _set_phase(kubling, ns, f"pod/{name}",
+                           "Succeeded" if owner == "good" else "Failed")
+                played.add(name)
+        jobs: dict[str, list[str]] = {"good": [], "bad": []}
+        for job in _json(kubling, "get", "jobs", "-n", ns)["items"]:
+            owner = job["metadata"]["ownerReferences"][0]["name"]
+            jobs[owner].append(job["metadata"]["name"])
+            seen[owner].add(job["metadata"]["name"])
+        if all(len(seen[c]) >= 2 and len(jobs[c]) == 1 for c in jobs):
+            return jobs
+        return None
+
+    jobs = _eventually(converged, timeout=150)
+    for cronjob, outcome in (("good", "Complete"), ("bad", "Failed")):
+        assert jobs[cronjob] == [max(seen[cronjob])]  # the latest run's Job stays
+        job = _json(kubling, "get", "job", jobs[cronjob][0], "-n", ns)
+        assert [c["type"] for c in job["status"]["conditions"]
+                if c["status"] == "True"][-1] == outcome
+    status = _json(kubling, "get", "cronjob", "good", "-n", ns)["status"]
+    assert status["lastSuccessfulTime"]
+    kubling.kubectl("delete", "namespace", ns, "--wait=false")

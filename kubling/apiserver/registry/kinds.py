@@ -213,6 +213,14 @@ def _generate_job_selector(job: Object) -> None:
         spec["selector"] = {"matchLabels": {_JOB_UID_LABEL: uid}}
 
 
+class PendingPhaseStrategy(Strategy):
+    """PersistentVolumes and claims start ``Pending``: upstream's defaulting sets that phase
+    on every read of an object whose status was reset on create."""
+
+    def initial_status(self, obj: Object) -> None:
+        obj["status"] = {"phase": "Pending"}
+
+
 class CreateOnUpdateStrategy(Strategy):
     """Kinds whose PUT of a missing object creates it (upstream AllowCreateOnUpdate):
     endpoints, events, leases and the RBAC objects, which agents "ensure" with a PUT."""
@@ -230,6 +238,8 @@ _STRATEGIES: dict[tuple[str, str], type[Strategy]] = {
     ("rbac.authorization.k8s.io", "ClusterRole"): CreateOnUpdateStrategy,
     ("rbac.authorization.k8s.io", "ClusterRoleBinding"): CreateOnUpdateStrategy,
     ("", "Pod"): PodStrategy,
+    ("", "PersistentVolume"): PendingPhaseStrategy,
+    ("", "PersistentVolumeClaim"): PendingPhaseStrategy,
     ("", "Namespace"): NamespaceStrategy,
     ("", "Secret"): SecretStrategy,
     ("", "Service"): ServiceStrategy,

@@ -54,6 +54,38 @@ class AgentServer(KublingServer):
     kubelet_port: int
 
 
+def build_busybox(data_dir: Path) -> None:
+    """The offline busybox image, built into ``data_dir``'s image store (a node agent's)."""
+    subprocess.run([sys.executable, "-m", "kubling.cli.main", "image", "build", "busybox",
+                    "--data-dir", str(data_dir)], check=True, capture_output=True, cwd=REPO)
+
+
+@contextlib.contextmanager
+def agent_host() -> Iterator[None]:
+    """Hold this host's agent slot; afterwards remove the bridge, nft table, ``kubling-``
+    namespaces and empty cgroups that were not there before. Every node agent a test
+    starts (a server's or ``kubling agent``) runs inside it."""
+    require_node_agent()
+    with AGENT_SLOT.held():
+        bridge_before = link_exists("kubling0")
+        table_before = nft_table_exists("kubling")
+        netns_before = _netns()
+        cgroups_before = _kubling_cgroups()
+        try:
+            yield
+        finally:
+            if not table_before and nft_table_exists("kubling"):
+                subprocess.run(["nft", "delete", "table", "ip", "kubling"], check=False)
+            if not bridge_before and link_exists("kubling0"):
+                subprocess.run(["ip", "link", "del", "kubling0"], check=False)
+            for name in _netns() - netns_before:
+                if name.startswith("kubling-"):
+                    subprocess.run(["ip", "netns", "del", name], check=False)
+            for cgroup in _kubling_cgroups() - cgroups_before:
+                with contextlib.suppress(OSError):  # only an empty one goes
+                    cgroup.rmdir()
+
+
 @contextlib.contextmanager
 def agent_server(base: Path, *, extra_args: tuple[str, ...] = ()) -> Iterator[AgentServer]:
     """Build busybox into a fresh data dir, start the server with its agent and wait for the
@@ -61,13 +93,8 @@ def agent_server(base: Path, *, extra_args: tuple[str, ...] = ()) -> Iterator[Ag
     nft table and ``kubling-`` namespaces that were not there before."""
     require_node_agent()
     data_dir = base / "data"
-    subprocess.run([sys.executable, "-m", "kubling.cli.main", "image", "build", "busybox",
-                    "--data-dir", str(data_dir)], check=True, capture_output=True, cwd=REPO)
-    with AGENT_SLOT.held():
-        bridge_before = link_exists("kubling0")
-        table_before = nft_table_exists("kubling")
-        netns_before = _netns()
-        cgroups_before = _kubling_cgroups()
+    build_busybox(data_dir)
+    with agent_host():
         kubelet_port = free_port()
         srv = AgentServer(data_dir, agent=True,
                           extra_args=["--cni-conf-dir", str(base / "cni"),
@@ -84,13 +111,3 @@ def agent_server(base: Path, *, extra_args: tuple[str, ...] = ()) -> Iterator[Ag
                 srv.kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period=1",
                             "--wait=true", "--timeout=60s", check=False, timeout=90)
             srv.stop()
-            if not table_before and nft_table_exists("kubling"):
-                subprocess.run(["nft", "delete", "table", "ip", "kubling"], check=False)
-            if not bridge_before and link_exists("kubling0"):
-                subprocess.run(["ip", "link", "del", "kubling0"], check=False)
-            for name in _netns() - netns_before:
-                if name.startswith("kubling-"):
-                    subprocess.run(["ip", "netns", "del", name], check=False)
-            for cgroup in _kubling_cgroups() - cgroups_before:
-                with contextlib.suppress(OSError):  # only an empty one goes
-                    cgroup.rmdir()

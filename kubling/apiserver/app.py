@@ -23,6 +23,7 @@ from kubling.apiserver import (
     discovery,
     errors,
     health,
+    join,
     nodeproxy,
     openapi,
     requestinfo,
@@ -72,8 +73,10 @@ class APIServerApp:
         custom_schema: openapi.CustomSchema | None = None,
         kubelet: nodeproxy.KubeletConnector | None = None,
         token_issuer: tokens.TokenIssuer | None = None,
+        join_handlers: join.JoinHandlers | None = None,
     ) -> None:
         self.registry = registry
+        self.join = join_handlers
         self.authenticator = authenticator
         self.authorizer = authorizer
         self.checks = checks
@@ -93,6 +96,9 @@ class APIServerApp:
             middlewares=[self._errors, self._authenticate],
             client_max_size=1024 * 1024 * 1024,  # bodies are bounded by the handlers (413)
         )
+        if self.join is not None:  # agents joining (the token is their credential)
+            app.router.add_route("*", join.CACERTS_PATH, self.join.handle)
+            app.router.add_route("*", join.PREFIX + "{tail:.*}", self.join.handle)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         return app
 
@@ -112,6 +118,8 @@ class APIServerApp:
 
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.join is not None and join.is_join_path(request.path):
+            return await handler(request)
         peercert = None
         if request.transport is not None:
             peercert = request.transport.get_extra_info("peercert")

@@ -5,6 +5,7 @@ EndpointSlice, which is how pods and in-cluster clients find the API server
 (``https://kubernetes.default.svc``), at the first address of the service network; the
 Service is created through the Store like any other, so that address is taken from the
 allocator (and kept from dynamic allocation) exactly as a user's ``clusterIP`` would be.
+And the RBAC roles of joined node agents (``node_rbac``).
 """
 
 from __future__ import annotations
@@ -58,6 +59,86 @@ def _endpoint_slice(address: str, port: int) -> Object:
     }
 
 
+#: Upstream's ``system:node`` ClusterRole (what a kubelet does: its Node and Lease, the
+#: pods bound to it and their status, events, what volumes read, evictions), as
+#: (apiGroups, resources, verbs) rules.
+_NODE_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] = (
+    (("authentication.k8s.io",), ("tokenreviews",), ("create",)),
+    (("authorization.k8s.io",), ("localsubjectaccessreviews", "subjectaccessreviews"),
+     ("create",)),
+    (("",), ("services",), ("get", "list", "watch")),
+    (("",), ("nodes",), ("create", "get", "list", "watch")),
+    (("",), ("nodes/status",), ("patch", "update")),
+    (("",), ("nodes",), ("patch", "update")),
+    (("",), ("events",), ("create", "patch", "update")),
+    (("",), ("pods",), ("get", "list", "watch")),
+    (("",), ("pods",), ("create", "delete")),
+    (("",), ("pods/status",), ("patch", "update")),
+    (("",), ("pods/eviction",), ("create",)),
+    (("",), ("configmaps", "secrets"), ("get", "list", "watch")),
+    (("",), ("persistentvolumeclaims", "persistentvolumes"), ("get",)),
+    (("",), ("endpoints",), ("get",)),
+    (("certificates.k8s.io",), ("certificatesigningrequests",),
+     ("create", "get", "list", "watch")),
+    (("coordination.k8s.io",), ("leases",), ("create", "delete", "get", "patch", "update")),
+    (("storage.k8s.io",), ("volumeattachments",), ("get",)),
+    (("",), ("serviceaccounts/token",), ("create",)),
+    (("",), ("persistentvolumeclaims/status",), ("get", "patch", "update")),
+    (("storage.k8s.io",), ("csidrivers",), ("get", "list", "watch")),
+    (("storage.k8s.io",), ("csinodes",), ("create", "delete", "get", "patch", "update")),
+    (("node.k8s.io",), ("runtimeclasses",), ("get", "list", "watch")),
+)
+#: Upstream's ``system:node-proxier`` (kube-proxy's reads, and its events).
+_PROXIER_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] = (
+    (("",), ("endpoints", "services"), ("list", "watch")),
+    (("",), ("nodes",), ("get", "list", "watch")),
+    (("", "events.k8s.io"), ("events",), ("create", "patch", "update")),
+    (("discovery.k8s.io",), ("endpointslices",), ("list", "watch")),
+)
+NODES_GROUP = "system:nodes"
+
+
+def _cluster_role(name: str, rules: tuple[tuple[tuple[str, ...], tuple[str, ...],
+                                                tuple[str, ...]], ...]) -> Object:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+                     "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
+        "rules": [{"apiGroups": list(groups), "resources": list(resources),
+                   "verbs": list(verbs)} for groups, resources, verbs in rules],
+    }
+
+
+def _cluster_role_binding(name: str, subjects: list[tuple[str, str]]) -> Object:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+                     "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": who}
+                     for kind, who in subjects],
+    }
+
+
+def node_rbac() -> list[tuple[str, Object]]:
+    """What joined agents (``system:node:<name>`` in ``system:nodes``) are allowed.
+
+    Upstream authorizes kubelets with the Node authorizer (each node only its own objects)
+    and leaves the ``system:node`` binding without subjects; kubling binds the role to the
+    ``system:nodes`` group instead, as clusters did before the Node authorizer, and the
+    proxier role too, because a kubling agent runs its service proxy with the node's
+    credentials (k3s gives kube-proxy its own certificate).
+    """
+    return [
+        ("clusterroles", _cluster_role("system:node", _NODE_RULES)),
+        ("clusterroles", _cluster_role("system:node-proxier", _PROXIER_RULES)),
+        ("clusterrolebindings", _cluster_role_binding("system:node", [("Group", NODES_GROUP)])),
+        ("clusterrolebindings", _cluster_role_binding(
+            "system:node-proxier", [("User", "system:kube-proxy"), ("Group", NODES_GROUP)])),
+    ]
+
+
 async def ensure(registry: Registry, *, service_ip: str, address: str, port: int) -> None:
     """Create what is missing; leave what exists (a user may have changed it)."""
     wanted: list[tuple[str, str, str, Object]] = [
@@ -68,6 +149,7 @@ async def ensure(registry: Registry, *, service_ip: str, address: str, port: int
         ("", "v1", "endpoints", _endpoints(address, port)),
         ("discovery.k8s.io", "v1", "endpointslices", _endpoint_slice(address, port)),
     ]
+    wanted += [("rbac.authorization.k8s.io", "v1", plural, obj) for plural, obj in node_rbac()]
     for group, version, plural, obj in wanted:
         await _create_if_missing(registry, group, version, plural, obj)
 

@@ -31,7 +31,7 @@ import os
 import ssl
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TypeAlias
 
@@ -66,6 +66,8 @@ SERVICE_DNS_NAMES = (
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 SigningKey: TypeAlias = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+#: The public half of a key someone else holds, certified from its CSR.
+CertifiedKey: TypeAlias = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
 
 class PKIError(Exception):
@@ -234,6 +236,29 @@ def issue_client_cert(
     return _issue_client(
         authority, common_name=common_name, organizations=organizations, now=_now()
     )
+
+
+def issue_for_public_key(
+    pki: ClusterPKI, public_key: object, *, common_name: str, organizations: list[str],
+    client: bool, dns_names: Sequence[str] = (), ips: Sequence[str] = (),
+) -> bytes:
+    """A PEM certificate from the cluster CA for a key held elsewhere (a joining agent
+    sends its CSR; its private key never travels). ``client`` picks client or server
+    authentication; a serving certificate covers ``dns_names`` and ``ips``."""
+    if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        raise ValueError("only ECDSA and RSA keys can be certified")
+    authority = _load_authority(pki)
+    if authority is None:
+        raise PKIError(f"no cluster CA at {pki.ca_cert}; call ensure_pki first")
+    attributes = [x509.NameAttribute(oid.NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    attributes.append(x509.NameAttribute(oid.NameOID.COMMON_NAME, common_name))
+    usage = oid.ExtendedKeyUsageOID.CLIENT_AUTH if client else oid.ExtendedKeyUsageOID.SERVER_AUTH
+    builder = _leaf_builder(x509.Name(attributes), authority, public_key, _now(), usage)
+    if not client:
+        names: list[x509.GeneralName] = [x509.DNSName(d.lower()) for d in dns_names if d]
+        names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return _cert_pem(builder.sign(authority.key, hashes.SHA256()))
 
 
 def user_from_certificate(
@@ -420,7 +445,7 @@ def _issue_client(
 def _leaf_builder(
     subject: x509.Name,
     authority: _Authority,
-    key: ec.EllipticCurvePrivateKey,
+    key: ec.EllipticCurvePrivateKey | CertifiedKey,
     now: datetime.datetime,
     usage: x509.ObjectIdentifier,
 ) -> x509.CertificateBuilder:
@@ -453,19 +478,21 @@ def _leaf_builder(
 def _builder(
     subject: x509.Name,
     issuer: x509.Name,
-    key: ec.EllipticCurvePrivateKey,
+    key: ec.EllipticCurvePrivateKey | CertifiedKey,
     now: datetime.datetime,
     validity: datetime.timedelta,
 ) -> x509.CertificateBuilder:
+    public = key if isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey) \
+        else key.public_key()
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer)
-        .public_key(key.public_key())
+        .public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
         .not_valid_after(now + validity)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
     )
 
 

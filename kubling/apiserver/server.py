@@ -28,6 +28,7 @@ from kubling.apiserver import (
     authz,
     bootstrap,
     health,
+    join,
     kubeconfig,
     nodeproxy,
     pki,
@@ -90,6 +91,9 @@ class APIServer:
         self.service_allocator: ServiceAllocator | None = None
         self.pki: pki.ClusterPKI | None = None
         self.token_issuer: tokens.TokenIssuer | None = None
+        #: The agents' join token (``<data-dir>/token``) and whether this start made it.
+        self.join_token = ""
+        self.join_token_created = False
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = False
@@ -115,6 +119,8 @@ class APIServer:
             server=f"https://127.0.0.1:{cfg.https_port}",
             pki=self.pki,
         )
+        self.join_token, self.join_token_created = await asyncio.to_thread(
+            join.ensure_token, cfg.data_dir, self.pki.ca_cert)
         await self._phase("certificates", t)
 
         t = time.monotonic()
@@ -215,6 +221,10 @@ class APIServer:
             checks=self._checks(),
             kubelet=nodeproxy.KubeletConnector(self.pki),
             token_issuer=self.token_issuer,
+            join_handlers=join.JoinHandlers(
+                self.pki, self.join_token, cluster_cidr=self.config.cluster_cidr,
+                service_cidr=self.config.service_cidr, node_pod_cidrs=self._node_pod_cidrs,
+                node_passwords=join.NodePasswords(self.registry).check),
         ).build()
         self._runner = web.AppRunner(application, handler_cancellation=True, access_log=None)
         await self._runner.setup()
@@ -224,6 +234,15 @@ class APIServer:
             ssl_context=context, backlog=1024, reuse_address=True,
         )
         await site.start()
+
+    async def _node_pod_cidrs(self) -> dict[str, str]:
+        """Which pod CIDR each Node has, for the pod CIDR of a joining agent."""
+        assert self.registry is not None
+        nodes = self.registry.catalogue.lookup("", "v1", "nodes")
+        assert nodes is not None
+        store = self.registry.store(nodes)
+        listed = await self.registry.backend.list(store.prefix(""))
+        return join.pod_cidrs_of(store.load(kv) for kv in listed.items)
 
     async def stop(self) -> None:
         self._stopping = True

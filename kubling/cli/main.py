@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from kubling.cli import agent as agent_cmd
 from kubling.cli import check as check_cmd
 from kubling.cli import image as image_cmd
 from kubling.cli import kubectl as kubectl_cmd
@@ -18,6 +19,7 @@ from kubling.cli import version as version_cmd
 
 EPILOG = """examples:
   kubling server                       start a single-node cluster
+  kubling agent --server URL --token T join this machine to a cluster as a node
   kubling kubectl get namespaces       talk to it with the admin kubeconfig
   kubling image ls                     list the node's images (also pull, import, build)
   kubling simulate --nodes 10          add simulated nodes (no containers) for tests
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     server_cmd.register(sub)
+    agent_cmd.register(sub)
     kubectl_cmd.register(sub)
     image_cmd.register(sub)
     check_cmd.register(sub)
@@ -51,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return kubectl_cmd.run_passthrough(args_list[1:])
     if args_list[:1] == ["server"]:
         return server_cmd.main(args_list[1:])
+    if args_list[:1] == ["agent"]:
+        return agent_cmd.main(args_list[1:])
     args = parser.parse_args(args_list)
     if args.command is None:
         parser.print_help()

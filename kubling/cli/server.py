@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import errno
 import ipaddress
@@ -17,22 +16,20 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import kubling
-from kubling.apiserver import pki, server
+from kubling.apiserver import join, pki, server
 from kubling.cli import cleanup as host_cleanup
+from kubling.cli import components as comps
 from kubling.cli import hostinfo, logs, options
 from kubling.client import config as client_config
 from kubling.client import rest
 from kubling.controllers import manager
 from kubling.network.dns import kubedns
 from kubling.network.dns.server import ClusterDNS
-from kubling.network.proxy import ServiceProxy
 from kubling.node import agent as node_agent
 from kubling.node import kubeletserver
 from kubling.node import simulated as simulated_nodes
@@ -316,24 +313,34 @@ async def _serve(config: server.ServerConfig, write_kubeconfig: str, mode: int,
         return 1
     components = _start_components(config, controllers, simulated, scheduler)
     if agent is not None:
-        if services.proxy:
-            components.start("service-proxy", _run_service_proxy(
-                components.client("kube-proxy"), agent))
         if services.dns:
             # Before the agent: its first pods already get the cluster DNS in resolv.conf.
             await _start_cluster_dns(components, services, agent)
         agent = await _with_kubelet_tls(api, agent)
-        kubelet = node_agent.NodeAgent(components.client("kubelet"), agent, images.store)
-        components.start("node-agent", kubelet.run())
+        comps.start_node(components, agent, images.store, proxy=services.proxy)
     elapsed = hostinfo.process_age()
     print(f"kubling is ready in {elapsed:.1f}s — export KUBECONFIG={config.kubeconfig_path}",
           file=sys.stderr, flush=True)
+    _print_join_hint(api, config)
     await stop.wait()
     print("kubling: stopping", file=sys.stderr, flush=True)
     await components.stop()
     await images.stop()
     await api.stop()
     return 0
+
+
+def _print_join_hint(api: server.APIServer, config: server.ServerConfig) -> None:
+    """How other machines join: the token itself only on the start that made it (it is a
+    credential; afterwards the 0600 file is where it lives), its path on every start."""
+    path = config.data_dir / join.TOKEN_FILE
+    if not api.join_token_created:
+        print(f"kubling: agents join with the token in {path}", file=sys.stderr, flush=True)
+        return
+    address = config.node_addresses[0] if config.node_addresses else "127.0.0.1"
+    print(f"kubling: join token (saved in {path}): {api.join_token}\n"
+          f"kubling: to join a node: kubling agent --server https://{address}:"
+          f"{config.https_port} --token <token>", file=sys.stderr, flush=True)
 
 
 async def _with_kubelet_tls(api: server.APIServer,
@@ -348,38 +355,7 @@ async def _with_kubelet_tls(api: server.APIServer,
         cert=cert, key=key, client_ca=api.pki.ca_cert))
 
 
-async def _run_service_proxy(client: rest.Client, agent: node_agent.AgentConfig) -> None:
-    """kube-proxy's job on this node until cancelled; the nftables table stays in place
-    when the server stops, so Services keep routing across a restart."""
-    _enable_forwarding()
-    proxy = ServiceProxy(client, node_name=socket.gethostname().lower(),
-                         node_ips=[agent.node_ip], cluster_cidr=agent.cluster_cidr)
-    await proxy.start()
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await proxy.stop()
-
-
-#: What kube-proxy needs from the kernel: routing between pods and the node, and bridged
-#: pod traffic seen by netfilter (else a reply from a pod on the same bridge skips the
-#: service's reverse NAT).
-_SYSCTLS = {"net/ipv4/ip_forward": "1", "net/bridge/bridge-nf-call-iptables": "1"}
-
-
-def _enable_forwarding() -> None:
-    if not Path("/proc/sys/net/bridge").exists():
-        subprocess.run(["modprobe", "br_netfilter"], capture_output=True, check=False)
-    for key, value in _SYSCTLS.items():
-        path = Path("/proc/sys") / key
-        try:
-            if path.read_text().strip() != value:
-                path.write_text(value)
-        except OSError as err:
-            log.warning("cannot set %s=%s (%s): Services may not route", key, value, err)
-
-
-async def _start_cluster_dns(components: _Components, services: ServicesConfig,
+async def _start_cluster_dns(components: comps.Components, services: ServicesConfig,
                              agent: node_agent.AgentConfig) -> None:
     """Serve the cluster DNS on the node address, port 53, behind the kube-dns Service at
     --cluster-dns; a port already taken leaves pods on the node's resolvers, with a
@@ -407,38 +383,10 @@ async def _start_cluster_dns(components: _Components, services: ServicesConfig,
         log.warning("cluster DNS: cannot create the kube-dns Service: %s", err)
 
 
-class _Components:
-    """The in-process components. Each reaches the API server as its upstream twin does:
-    over HTTPS, with its own client and User-Agent (which names it in managedFields)."""
-
-    def __init__(self, config: client_config.ClientConfig) -> None:
-        self.config = config
-        self.clients: list[rest.Client] = []
-        self.tasks: list[asyncio.Task[None]] = []
-
-    def client(self, component: str) -> rest.Client:
-        agent = f"{component}/v{kubling.KUBERNETES_VERSION} (linux) kubling/{kubling.__version__}"
-        client = rest.Client(self.config, user_agent=agent)
-        self.clients.append(client)
-        return client
-
-    def start(self, name: str, work: Coroutine[Any, Any, None]) -> None:
-        self.tasks.append(asyncio.create_task(work, name=name))
-
-    async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        for client in self.clients:
-            await client.close()
-
-
 def _start_components(config: server.ServerConfig, controllers: list[str],
                       simulated: simulated_nodes.SimulatedNodeConfig,
-                      scheduler: bool) -> _Components:
-    components = _Components(client_config.load_kubeconfig(config.kubeconfig_path))
+                      scheduler: bool) -> comps.Components:
+    components = comps.Components(client_config.load_kubeconfig(config.kubeconfig_path))
     if scheduler:
         components.start("scheduler", runner.Scheduler(components.client("kube-scheduler")).run())
     if simulated.count:

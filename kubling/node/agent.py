@@ -59,6 +59,10 @@ class AgentConfig:
     kubelet_port: int = nodestatus.KUBELET_PORT
     #: Its certificates; None serves nothing (the API server cannot reach this node).
     kubelet_tls: kubeletserver.KubeletTLS | None = None
+    #: The Node's name ('' = this host's name) and pod network ('' = the first /24 of
+    #: ``cluster_cidr``, the server's own node); a joined agent gets both when it joins.
+    node_name: str = ""
+    pod_cidr: str = ""
 
 
 class NodeAgent:
@@ -92,7 +96,8 @@ class NodeAgent:
             nodestatus.gather, data_dir=self.config.data_dir,
             cluster_cidr=self.config.cluster_cidr, internal_ip=self.config.node_ip,
             runtime_version=await _runc_version(), control_plane=self.config.control_plane,
-            kubelet_port=self.config.kubelet_port)
+            kubelet_port=self.config.kubelet_port, name=self.config.node_name,
+            pod_cidr=self.config.pod_cidr)
         reporter = nodestatus.NodeReporter(self.client, facts, self.store)
         await reporter.register()
         await asyncio.to_thread(cnilib.ensure_default_config, self.config.cni_conf_dir,

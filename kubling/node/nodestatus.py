@@ -67,13 +67,13 @@ class NodeFacts:
 
 def gather(*, data_dir: Path, cluster_cidr: str, internal_ip: str,
            runtime_version: str, control_plane: bool = True,
-           kubelet_port: int = KUBELET_PORT) -> NodeFacts:
+           kubelet_port: int = KUBELET_PORT, name: str = "", pod_cidr: str = "") -> NodeFacts:
     """Read the host's facts (a few small files; call it off the event loop if you care)."""
     usage = os.statvfs(data_dir)
     return NodeFacts(
-        name=socket.gethostname().lower(),
+        name=name or socket.gethostname().lower(),
         internal_ip=internal_ip,
-        pod_cidr=first_subnet(cluster_cidr),
+        pod_cidr=pod_cidr or first_subnet(cluster_cidr),
         cpu=os.cpu_count() or 1,
         memory_kib=_mem_total_kib(),
         ephemeral_storage=usage.f_blocks * usage.f_frsize,

@@ -7,7 +7,9 @@ costs with them running.
 Starts ``kubling server`` with its node agent on a temporary data dir (the busybox image
 built offline into it first), creates the pods at once through the API, follows them with
 a watch, prints p50/p99, then the server's RSS and CPU over 10 s with every pod running.
-Needs root, runc, conmon and the CNI plugins, as the agent does.
+Needs root, runc, conmon and the CNI plugins, as the agent does; runs in the host's agent
+slot (``tests.agent_fixture.agent_host``), which waits for agent tests and removes what the
+node made on the host afterwards.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 from kubling.client import config, rest
-from tests.server_fixture import REPO, KublingServer
+from tests.agent_fixture import agent_host, build_busybox
+from tests.server_fixture import KublingServer
 
 
 def manifest(i: int) -> dict[str, object]:
@@ -105,10 +107,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pods", type=int, default=50)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="kubling-bench-", dir="/var/tmp") as tmp:
+    with tempfile.TemporaryDirectory(prefix="kubling-bench-", dir="/var/tmp") as tmp, \
+            agent_host():
         data = Path(tmp) / "data"
-        subprocess.run([sys.executable, "-m", "kubling.cli.main", "image", "build", "busybox",
-                        "--data-dir", str(data)], check=True, capture_output=True, cwd=REPO)
+        build_busybox(data)
         server = KublingServer(data, agent=True, extra_args=["--cni-conf-dir", f"{tmp}/cni"])
         server.start()
         try:
@@ -133,8 +135,6 @@ def main() -> None:
             server.kubectl("delete", "pods", "--all", "--grace-period=1", "--timeout=120s",
                            check=False, timeout=180)
             server.stop()
-            subprocess.run(["ip", "link", "del", "kubling0"], check=False, capture_output=True)
-
 
 if __name__ == "__main__":
     main()

@@ -112,11 +112,6 @@ def ensure_token(data_dir: Path, ca_cert: Path) -> tuple[str, bool]:
     return token, True
 
 
-def is_join_path(path: str) -> bool:
-    """Paths that authenticate with the join token instead of the API's credentials."""
-    return path == CACERTS_PATH or path.startswith(PREFIX)
-
-
 class NodeCIDRs:
     """Which /24 of the cluster CIDR each joined node uses.
 
@@ -182,6 +177,12 @@ class NodePasswords:
             except errors.APIError as err:
                 if err.code != 404:
                     raise
+                if await self._node_exists(node_name):
+                    # A Node that never joined with a password (the server's own): its name
+                    # is not free for the first token holder who asks for it.
+                    raise web.HTTPForbidden(
+                        text=f"node {node_name!r} is already registered and did not join "
+                             "with a node password — pass another --node-name\n") from None
                 obj = _password_secret(name, node_name, password)
                 store.strategy.default(obj)
                 await store.create(obj, namespace=NODE_PASSWORD_NAMESPACE)
@@ -192,6 +193,18 @@ class NodePasswords:
                 text=f"node {node_name!r} already joined with another node password — pass "
                      f"another --node-name, or, if that node is gone, delete the Secret "
                      f"{NODE_PASSWORD_NAMESPACE}/{name} on the server\n")
+
+
+    async def _node_exists(self, node_name: str) -> bool:
+        nodes_type = self.registry.catalogue.lookup("", "v1", "nodes")
+        assert nodes_type is not None
+        try:
+            await self.registry.store(nodes_type).get("", node_name)
+        except errors.APIError as err:
+            if err.code != 404:
+                raise
+            return False
+        return True
 
 
 def _password_secret(name: str, node_name: str, password: str) -> Object:
@@ -313,7 +326,12 @@ def _node_ips(request: web.Request) -> list[str]:
 
 
 async def _read_csr(request: web.Request) -> x509.CertificateSigningRequest:
-    body = await request.content.read(MAX_CSR_BYTES + 1)
+    # Read to the end (a body split across TLS records arrives in pieces), never more than
+    # the limit plus one byte.
+    body = b""
+    while len(body) <= MAX_CSR_BYTES and (chunk := await request.content.read(
+            MAX_CSR_BYTES + 1 - len(body))):
+        body += chunk
     if len(body) > MAX_CSR_BYTES:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_CSR_BYTES, actual_size=len(body))
     try:

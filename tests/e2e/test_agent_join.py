@@ -161,6 +161,17 @@ def test_wrong_token_or_server_fails_with_what_to_do(tmp_path: Path) -> None:
         assert (f"could not reach {closed}: connection refused — is kubling server running?"
                 in result.stderr)
 
+        # A registered Node that never joined with a password (as the server's own) is not
+        # a free name for the first token holder who asks for it.
+        srv.kubectl("apply", "-f", "-", input=json.dumps(
+            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "kubling-taken"}}))
+        result = kubling("agent", "--server", srv.url, "--token", token,
+                         "--data-dir", agent_dir, "--node-name", "kubling-taken")
+        assert result.returncode == 1
+        assert ("node 'kubling-taken' is already registered and did not join with a node "
+                "password — pass another --node-name") in result.stderr, result.stderr
+        assert not (tmp_path / "agent" / "kubelet.kubeconfig").exists()
+
         # The endpoint itself: a wrong secret is a 401 with a message, never a 500.
         context = ssl.create_default_context(cafile=str(srv.data_dir / "tls" / "ca.crt"))
         request = urllib.request.Request(
@@ -174,6 +185,12 @@ def test_wrong_token_or_server_fails_with_what_to_do(tmp_path: Path) -> None:
             assert err.code == 401
             assert "the join token is not valid for this server" in err.read().decode()
         assert not (tmp_path / "agent" / "kubelet.kubeconfig").exists()
+        # An escaped slash is no join route: the API's authentication applies (401, no 500).
+        try:
+            urllib.request.urlopen(srv.url + "/v1-kubling%2Fconfig", context=context, timeout=10)
+            raise AssertionError("an escaped join path was served")
+        except urllib.error.HTTPError as err:
+            assert err.code == 401
 
 
 def test_agent_joins_runs_pods_and_kubectl_reaches_them(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -230,6 +231,8 @@ class Sampler:
 
     def __init__(self) -> None:
         self._previous: dict[str, Usage] = {}
+        #: Requests are served in threads; two at once must not interleave their readings.
+        self._lock = threading.Lock()
 
     def _rate(self, key: str, usage: Usage) -> int | None:
         before = self._previous.get(key)
@@ -258,6 +261,10 @@ class Sampler:
 
     def summary(self, node_name: str, pods: Iterable[Object]) -> Object:
         """The ``/stats/summary`` document."""
+        with self._lock:
+            return self._summary(node_name, pods)
+
+    def _summary(self, node_name: str, pods: Iterable[Object]) -> Object:
         pod_list = list(pods)
         node: Object = {"nodeName": node_name, "startTime": _rfc3339(_boot_ns()),
                         **self._stats("node", node_usage())}

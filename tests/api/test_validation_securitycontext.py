@@ -89,3 +89,21 @@ def test_enumerations() -> None:
     assert pod_errors(securityContext={"fsGroupChangePolicy": "Sometimes"}) == [
         'spec.securityContext.fsGroupChangePolicy: Unsupported value: "Sometimes": '
         'supported values: "OnRootMismatch", "Always"']
+
+
+def test_review_gaps() -> None:
+    """Upstream's words for a seccompProfile without a type, Unmasked /proc without a user
+    namespace, and IPC sysctls with hostIPC."""
+    assert container_errors(seccompProfile={}) == [
+        "spec.containers[0].securityContext.seccompProfile.type: Required value: type is "
+        "required when seccompProfile is set"]
+    assert container_errors(procMount="Unmasked") == [
+        'spec.containers[0].securityContext.procMount: Invalid value: "Unmasked": '
+        "`hostUsers` must be false to use `Unmasked`"]
+    assert pod_errors(hostUsers=False, containers=[ctr(securityContext={
+        "procMount": "Unmasked"})]) == []
+    assert pod_errors(hostIPC=True, securityContext={"sysctls": [
+        {"name": "kernel.shm_rmid_forced", "value": "1"},
+        {"name": "net.ipv4.tcp_syncookies", "value": "1"}]}) == [
+        'spec.securityContext.sysctls[0].name: Invalid value: "kernel.shm_rmid_forced": '
+        "may not be specified when 'hostIPC' is true"]

@@ -34,6 +34,7 @@ from kubling.api.validation._quantity import QUANTITY_MSG, parse_quantity
 from kubling.api.validation.securitycontext import (
     validate_container_security_context,
     validate_pod_security_context,
+    validate_proc_mounts,
 )
 
 Obj = dict[str, Any]
@@ -594,6 +595,7 @@ def validate_pod_spec(spec: Any, path: Path, extra_volumes: frozenset[str] = fro
     errs.extend(_validate_deadline(spec, path.child("activeDeadlineSeconds")))
     errs.extend(validate_tolerations(spec, path.child("tolerations")))
     errs.extend(validate_pod_security_context(spec, path.child("securityContext")))
+    errs.extend(validate_proc_mounts(spec, path))
     return errs
 
 

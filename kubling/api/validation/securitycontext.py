@@ -18,13 +18,16 @@ from kubling.api.validation import _common as c
 Obj = dict[str, Any]
 Errs = list[FieldError]
 
-__all__ = ["validate_container_security_context", "validate_pod_security_context"]
+__all__ = ["validate_container_security_context", "validate_pod_security_context",
+           "validate_proc_mounts"]
 
 _MAX_ID = 2147483647
 _SYSCTL_SEGMENT = "[a-z0-9]([-_a-z0-9]*[a-z0-9])?"
 _SYSCTL_FMT = f"({_SYSCTL_SEGMENT}[\\./])*{_SYSCTL_SEGMENT}"
 _SYSCTL_RE = re.compile(f"^{_SYSCTL_FMT}$")
 _SYSCTL_MAX = 253
+#: The IPC namespace's sysctls (upstream's ``isIPCSysctl``).
+_IPC_SYSCTLS = ("kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")
 
 
 def _ids(ctx: Obj, path: Path, *keys: str) -> Errs:
@@ -42,6 +45,8 @@ def _seccomp(profile: Any, path: Path) -> Errs:
         return []
     kind = profile.get("type")
     local = profile.get("localhostProfile")
+    if kind in (None, ""):
+        return [required(str(path.child("type")), "type is required when seccompProfile is set")]
     errs = c.one_of(kind, path.child("type"), ["Localhost", "RuntimeDefault", "Unconfined"])
     if kind == "Localhost":
         if not local:
@@ -73,6 +78,7 @@ def validate_container_security_context(ctx: Any, path: Path) -> Errs:
     if ctx.get("procMount") not in (None, ""):
         errs.extend(c.one_of(ctx.get("procMount"), path.child("procMount"),
                              ["Default", "Unmasked"]))
+
     if ctx.get("allowPrivilegeEscalation") is False:
         if ctx.get("privileged") is True:
             errs.append(invalid(str(path), ctx, "cannot set `allowPrivilegeEscalation` to "
@@ -81,6 +87,20 @@ def validate_container_security_context(ctx: Any, path: Path) -> Errs:
         if isinstance(added, list) and "CAP_SYS_ADMIN" in added:
             errs.append(invalid(str(path), ctx, "cannot set `allowPrivilegeEscalation` to "
                                                 "false and `capabilities.Add` CAP_SYS_ADMIN"))
+    return errs
+
+
+def validate_proc_mounts(spec: Obj, path: Path) -> Errs:
+    """``procMount: Unmasked`` needs the pod's own user namespace (``hostUsers: false``)."""
+    if spec.get("hostUsers") is False:
+        return []
+    errs: Errs = []
+    for key in ("initContainers", "containers", "ephemeralContainers"):
+        for i, ctr in enumerate(c.dicts(spec, key)):
+            if (ctr.get("securityContext") or {}).get("procMount") == "Unmasked":
+                errs.append(invalid(
+                    str(path.child(key).index(i).child("securityContext").child("procMount")),
+                    "Unmasked", "`hostUsers` must be false to use `Unmasked`"))
     return errs
 
 
@@ -98,11 +118,12 @@ def validate_pod_security_context(spec: Obj, path: Path) -> Errs:
                              ["OnRootMismatch", "Always"]))
     errs.extend(_seccomp(ctx.get("seccompProfile"), path.child("seccompProfile")))
     errs.extend(_sysctls(ctx.get("sysctls"), path.child("sysctls"),
-                         host_network=bool(spec.get("hostNetwork"))))
+                         host_network=bool(spec.get("hostNetwork")),
+                         host_ipc=bool(spec.get("hostIPC"))))
     return errs
 
 
-def _sysctls(items: Any, path: Path, *, host_network: bool) -> Errs:
+def _sysctls(items: Any, path: Path, *, host_network: bool, host_ipc: bool) -> Errs:
     errs: Errs = []
     seen: set[str] = set()
     for i, item in enumerate(items if isinstance(items, list) else []):
@@ -121,4 +142,6 @@ def _sysctls(items: Any, path: Path, *, host_network: bool) -> Errs:
         if host_network and canonical.startswith("net."):
             errs.append(invalid(str(where), name,
                                 "may not be specified when 'hostNetwork' is true"))
+        if host_ipc and canonical.startswith(_IPC_SYSCTLS):
+            errs.append(invalid(str(where), name, "may not be specified when 'hostIPC' is true"))
     return errs

@@ -77,8 +77,9 @@ class AttachSession:
     def resize(self, width: int, height: int) -> None:
         if not self.tty or width <= 0 or height <= 0:
             return
-        with contextlib.suppress(asyncio.QueueFull):  # a flood of sizes: the latest matter
-            self._sizes.put_nowait((width, height))
+        if self._sizes.full():  # a flood of sizes: the latest matter, drop the oldest
+            self._sizes.get_nowait()
+        self._sizes.put_nowait((width, height))
         if self._resizer is None:
             self._resizer = asyncio.create_task(self._write_sizes())
 

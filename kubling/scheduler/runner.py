@@ -245,28 +245,50 @@ class Scheduler:
         self.snapshot.assume(pod, node)
         volumes = volume_binding.assume_pod_volumes(pod, node, self.snapshot)
         # The binding cycle runs beside the next scheduling cycles, as upstream's does:
-        # the pod is assumed on its node, so later decisions already account for it.
-        await self._binding_slots.acquire()
-        task = asyncio.create_task(self._bind(queued, cycle, node, volumes))
+        # the pod is assumed on its node, so later decisions already account for it. The
+        # slots bound how many Binding writes are in flight; a pod whose claims must bind
+        # first (which may take minutes) takes its slot only once they have.
+        holds_slot = volumes.empty
+        if holds_slot:
+            await self._binding_slots.acquire()
+        task = asyncio.create_task(self._bind(queued, cycle, node, volumes, holds_slot))
         self._binding.add(task)
-        task.add_done_callback(self._bound)
-
-    def _bound(self, task: asyncio.Task[None]) -> None:
-        self._binding.discard(task)
-        self._binding_slots.release()
+        task.add_done_callback(self._binding.discard)
 
     async def _bind(self, queued: queues.QueuedPodInfo, cycle: int, node: str,
-                    volumes: volume_binding.PodVolumes) -> None:
+                    volumes: volume_binding.PodVolumes, holds_slot: bool) -> None:
+        try:
+            if not holds_slot:
+                if not await self._pre_bind(queued, cycle, node, volumes):
+                    return
+                await self._binding_slots.acquire()
+                holds_slot = True
+            await self._post_binding(queued, cycle, node)
+        finally:
+            if holds_slot:
+                self._binding_slots.release()
+
+    async def _pre_bind(self, queued: queues.QueuedPodInfo, cycle: int, node: str,
+                        volumes: volume_binding.PodVolumes) -> bool:
+        """PreBind: the pod's delayed claims are bound first, as upstream; a failure is
+        upstream's FailedScheduling event and ``PodScheduled=False SchedulerError``."""
         pod = queued.pod_info
-        try:  # PreBind: the pod's delayed claims are bound first, as upstream
+        try:
             await volume_binding.bind_pod_volumes(self.client, volumes, self.snapshot)
         except _PRE_BIND_FAILURES as err:
             volume_binding.forget_pod_volumes(volumes, self.snapshot)
             self.snapshot.remove_pod(pod)
-            log.warning("binding volumes of %s/%s on %s failed: %s", pod.namespace, pod.name,
-                        node, err)
+            message = (f'running PreBind plugin "VolumeBinding": binding volumes: '
+                       f"{err or type(err).__name__}")
+            log.warning("%s/%s on %s: %s", pod.namespace, pod.name, node, message)
             self.queue.add_unschedulable(queued, cycle, frozenset())
-            return
+            await self._record_failure(queued, message, reason="SchedulerError")
+            return False
+        return True
+
+    async def _post_binding(self, queued: queues.QueuedPodInfo, cycle: int,
+                            node: str) -> None:
+        pod = queued.pod_info
         try:
             await self.pods.create(
                 {"apiVersion": "v1", "kind": "Binding",
@@ -290,13 +312,18 @@ class Scheduler:
 
     async def _unschedulable(self, queued: queues.QueuedPodInfo, cycle: int,
                              fit: FitError) -> None:
-        pod = queued.pod_info
-        message = fit.message
         self.queue.add_unschedulable(queued, cycle, fit.unschedulable_plugins)
+        await self._record_failure(queued, fit.message, reason="Unschedulable", fit=fit)
+
+    async def _record_failure(self, queued: queues.QueuedPodInfo, message: str, *,
+                              reason: str, fit: FitError | None = None) -> None:
+        """The FailedScheduling event and the ``PodScheduled=False`` condition (with a
+        preemption's nominated node and victims)."""
+        pod = queued.pod_info
         if self._recorder is not None:
             self._recorder.record(dict(pod.pod), "Warning", "FailedScheduling", message)
         condition: dict[str, Any] = {"type": "PodScheduled", "status": "False",
-                                     "reason": "Unschedulable", "message": message,
+                                     "reason": reason, "message": message,
                                      "lastProbeTime": None,
                                      "lastTransitionTime": meta.now()}
         current = [c for c in (pod.pod.get("status") or {}).get("conditions") or []
@@ -304,7 +331,7 @@ class Scheduler:
         if current and current[0].get("message") == message:
             return
         status: dict[str, Any] = {"conditions": [condition]}
-        if fit.nominated_node:
+        if fit is not None and fit.nominated_node:
             status["nominatedNodeName"] = fit.nominated_node
             for victim in fit.victims:
                 vmd = victim.get("metadata") or {}

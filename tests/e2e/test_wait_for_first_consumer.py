@@ -118,3 +118,42 @@ def test_a_bound_local_volume_pins_its_users(cluster: KublingServer) -> None:
             "didn't match Pod's node affinity/selector. preemption: 0/3 nodes are available: "
             "3 Preemption is not helpful for scheduling.")
     wait_for(lambda: want in _events(cluster, "elsewhere"), 20, "the FailedScheduling event")
+
+
+def test_claims_waiting_for_a_provisioner_do_not_stall_scheduling(
+        cluster: KublingServer) -> None:
+    """Seventeen pods wait in PreBind for claims no provisioner will ever bind (more than
+    the scheduler's sixteen concurrent bindings): a plain pod is still scheduled at once,
+    and a waiting claim that is deleted fails its pod's PreBind with upstream's event."""
+    cluster.kubectl("create", "namespace", "wffc", check=False)
+    objects: list[dict[str, object]] = [{
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "kubling-never"}, "provisioner": "example.com/nowhere",
+        "volumeBindingMode": "WaitForFirstConsumer"}]
+    for i in range(17):
+        objects.append({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": f"never-{i}", "namespace": "wffc"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "kubling-never",
+                     "resources": {"requests": {"storage": "1Gi"}}}})
+        objects.append(json.loads(pod(f"stuck-{i}", f"never-{i}")))
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                          "items": objects}))
+    wait_for(lambda: all(
+        "volume.kubernetes.io/selected-node" in (c["metadata"].get("annotations") or {})
+        for c in cluster.kubectl_yaml("get", "pvc", "-n", "wffc", "-l", "!x")["items"]
+        if c["metadata"]["name"].startswith("never-")), 40, "every claim to wait in PreBind")
+    cluster.kubectl("run", "plain", "-n", "wffc", "--image=busybox", "--restart=Never",
+                    "--", "sleep", "1d")
+    wait_for(lambda: cluster.kubectl("get", "pod", "plain", "-n", "wffc", "-o",
+                                     "jsonpath={.spec.nodeName}").stdout, 15,
+             "the plain pod to be scheduled")
+    cluster.kubectl("delete", "pvc", "never-0", "-n", "wffc", "--wait=false")
+    message = ('running PreBind plugin "VolumeBinding": binding volumes: '
+               'persistentvolumeclaim "never-0" not found')
+    wait_for(lambda: ("FailedScheduling", message) in _events(cluster, "stuck-0"), 20,
+             "the PreBind failure event")
+    condition = [c for c in cluster.kubectl_yaml("get", "pod", "stuck-0", "-n", "wffc")[
+        "status"].get("conditions") or [] if c["type"] == "PodScheduled"]
+    assert condition and condition[0]["reason"] == "SchedulerError"
+    cluster.kubectl("delete", "pods,pvc", "--all", "-n", "wffc", "--wait=false")

@@ -288,7 +288,7 @@ async def bind_pod_volumes(
     deadline = time.monotonic() + timeout
     while not all(_claim_bound(c, snapshot) for c in claims):
         if time.monotonic() >= deadline:
-            raise TimeoutError("binding volumes: timed out waiting for the condition")
+            raise TimeoutError("timed out waiting for the condition")
         await asyncio.sleep(interval)
 
 

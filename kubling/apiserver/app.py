@@ -24,6 +24,7 @@ from kubling.apiserver import (
     errors,
     health,
     join,
+    metricsapi,
     nodeproxy,
     openapi,
     requestinfo,
@@ -74,13 +75,16 @@ class APIServerApp:
         kubelet: nodeproxy.KubeletConnector | None = None,
         token_issuer: tokens.TokenIssuer | None = None,
         join_handlers: join.JoinHandlers | None = None,
+        metrics: metricsapi.MetricsAPI | None = None,
     ) -> None:
         self.registry = registry
+        self.metrics = metrics
         self.join = join_handlers
         self.authenticator = authenticator
         self.authorizer = authorizer
         self.checks = checks
-        self.discovery = discovery.Discovery(registry.catalogue)
+        self.discovery = discovery.Discovery(
+            registry.catalogue, extra=metricsapi.RESOURCES if metrics is not None else ())
         self.openapi = openapi.OpenAPIDocuments(registry.catalogue, custom_schema)
         registry.catalogue.on_change(self.discovery.invalidate)
         registry.catalogue.on_change(self.openapi.invalidate)
@@ -148,6 +152,9 @@ class APIServerApp:
                     403, "Forbidden", self._forbidden_text(user, info),
                     details=self._forbidden_details(info),
                 )
+        if info.is_resource_request and self.metrics is not None and \
+                info.group == metricsapi.GROUP:  # computed, not stored: its own handlers
+            return await self.metrics.handle(request, info)
         if info.is_resource_request:
             return await self.handlers.handle(request, info)
         return await self._non_resource(request)

@@ -89,9 +89,23 @@ def _aggregated_resource(rt: ResourceType) -> dict[str, Any]:
 class Discovery:
     """Discovery bodies for one catalogue, rebuilt when the catalogue changes."""
 
-    def __init__(self, catalogue: Catalogue) -> None:
+    def __init__(self, catalogue: Catalogue, *, extra: tuple[ResourceType, ...] = ()) -> None:
         self.catalogue = catalogue
+        #: Resources served outside the catalogue (computed, never stored: the metrics API),
+        #: advertised after its groups, as aggregated API groups come last upstream.
+        self.extra = extra
         self._cache: dict[str, bytes] = {}
+
+    def _types(self) -> list[ResourceType]:
+        return [*self.catalogue, *self.extra]
+
+    def _group_versions(self) -> dict[str, list[str]]:
+        groups = self.catalogue.group_versions()
+        for rt in self.extra:
+            versions = groups.setdefault(rt.group, [])
+            if rt.version not in versions:
+                versions.append(rt.version)
+        return groups
 
     def invalidate(self) -> None:
         self._cache.clear()
@@ -115,7 +129,7 @@ class Discovery:
     def api_group_list(self) -> bytes:
         def build() -> dict[str, Any]:
             groups = []
-            for group, versions in self.catalogue.group_versions().items():
+            for group, versions in self._group_versions().items():
                 if not group:
                     continue
                 listed = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
@@ -125,7 +139,7 @@ class Discovery:
         return self._memo("apis", build)
 
     def api_group(self, group: str) -> bytes | None:
-        versions = self.catalogue.group_versions().get(group)
+        versions = self._group_versions().get(group)
         if not group or not versions:
             return None
         listed = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
@@ -135,7 +149,7 @@ class Discovery:
         })
 
     def resource_list(self, group: str, version: str) -> bytes | None:
-        types = [rt for rt in self.catalogue if rt.group == group and rt.version == version]
+        types = [rt for rt in self._types() if rt.group == group and rt.version == version]
         if not types:
             return None
         gv = f"{group}/{version}" if group else version
@@ -152,7 +166,7 @@ class Discovery:
 
         def build() -> dict[str, Any]:
             items = []
-            for group, versions in self.catalogue.group_versions().items():
+            for group, versions in self._group_versions().items():
                 if (group == "") != legacy:
                     continue
                 item: dict[str, Any] = {"metadata": {"creationTimestamp": None}}
@@ -163,7 +177,7 @@ class Discovery:
                         "version": v,
                         "resources": [
                             _aggregated_resource(rt)
-                            for rt in self.catalogue
+                            for rt in self._types()
                             if rt.group == group and rt.version == v
                         ],
                         "freshness": "Current",

@@ -30,6 +30,9 @@ from kubling.apiserver import (
     health,
     join,
     kubeconfig,
+    metricsapi,
+    metricsscraper,
+    metricsstorage,
     nodeproxy,
     pki,
     tokens,
@@ -60,6 +63,8 @@ class ServerConfig:
     node_addresses: tuple[str, ...] = ()
     hostnames: tuple[str, ...] = ()
     compact_interval: float = 300.0
+    #: Seconds between scrapes of the agents' resource metrics (``--metric-resolution``).
+    metric_resolution: float = metricsscraper.DEFAULT_RESOLUTION
 
     @property
     def endpoint(self) -> str:
@@ -213,14 +218,18 @@ class APIServer:
         assert self.crds is not None and self.token_issuer is not None
         service_accounts = tokens.ServiceAccountAuthenticator(
             self.token_issuer, tokens.ObjectGetter(self.registry))
+        kubelet = nodeproxy.KubeletConnector(self.pki)
+        metrics = metricsstorage.MetricsStorage(
+            resolution_ns=int(self.config.metric_resolution * 1e9))
         application = app.APIServerApp(
             self.registry,
             custom_schema=self.crds.schema_for,
             authenticator=authn.Authenticator((service_accounts,)),
             authorizer=authz.AllowAuthenticated(),
             checks=self._checks(),
-            kubelet=nodeproxy.KubeletConnector(self.pki),
+            kubelet=kubelet,
             token_issuer=self.token_issuer,
+            metrics=metricsapi.MetricsAPI(self.registry, metrics),
             join_handlers=join.JoinHandlers(
                 self.pki, self.join_token, cluster_cidr=self.config.cluster_cidr,
                 service_cidr=self.config.service_cidr, node_pod_cidrs=self._node_pod_cidrs,
@@ -234,6 +243,9 @@ class APIServer:
             ssl_context=context, backlog=1024, reuse_address=True,
         )
         await site.start()
+        scraper = metricsscraper.Scraper(self.registry, metrics, kubelet,
+                                         resolution=self.config.metric_resolution)
+        self._tasks.append(asyncio.create_task(scraper.run(), name="metrics-scraper"))
 
     async def _node_pod_cidrs(self) -> dict[str, str]:
         """Which pod CIDR each Node has, for the pod CIDR of a joining agent."""

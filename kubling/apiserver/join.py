@@ -130,6 +130,8 @@ class NodeCIDRs:
     async def assign(self, node_name: str, taken: dict[str, str]) -> str:
         """The pod CIDR of ``node_name``, given ``taken`` (node name → its podCIDR)."""
         async with self._lock:
+            for registered in [n for n in self._reserved if taken.get(n)]:
+                del self._reserved[registered]  # its Node has it now
             if taken.get(node_name):
                 return taken[node_name]
             if node_name in self._reserved:
@@ -300,6 +302,7 @@ class JoinHandlers:
 
     async def _config(self, request: web.Request) -> web.Response:
         name = _node_name(request)
+        await self.node_passwords(name, request.headers.get(NODE_PASSWORD_HEADER, ""))
         taken = await self.node_pod_cidrs()
         pod_cidr = await self.cidrs.assign(name, taken)
         return web.json_response({"clusterCIDR": self.cluster_cidr,

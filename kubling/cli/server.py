@@ -27,11 +27,12 @@ from kubling.cli import components as comps
 from kubling.cli import hostinfo, logs, options
 from kubling.client import config as client_config
 from kubling.client import rest
-from kubling.controllers import manager
+from kubling.controllers import cronjob_schedule, manager
 from kubling.network.dns import kubedns
 from kubling.network.dns.server import ClusterDNS
 from kubling.node import agent as node_agent
-from kubling.node import kubeletserver
+from kubling.node import kubeletserver, logrotate
+from kubling.node import pressure as node_pressure
 from kubling.node import simulated as simulated_nodes
 from kubling.node.images import service as node_images
 from kubling.scheduler import runner
@@ -106,9 +107,23 @@ def build_parser(prog: str = "kubling server") -> argparse.ArgumentParser:
                         help="do not start: stop the pods' containers and remove what kubling "
                         "made on this host (nftables table, kubling0, kubling- namespaces, "
                         "mounts, cgroups, CNI rules), keeping the data dir, then exit")
+    parser.add_argument("--metric-resolution", type=_resolution, default="15s",
+                        help="how often the nodes' resource usage is scraped for kubectl top "
+                        "and metrics.k8s.io, a duration such as 15s (default %(default)s)")
     parser.add_argument("--kubelet-port", type=int, default=10250,
                         help="HTTPS port of the node agent's server (kubectl logs reach it "
                         "through the API server) (default %(default)s)")
+    parser.add_argument("--container-log-max-size", type=_log_max_size, default="10Mi",
+                        help="a container's log is rotated when it reaches this size, a "
+                        "quantity such as 10Mi (default %(default)s)")
+    parser.add_argument("--container-log-max-files", type=_log_max_files, default=5,
+                        help="the most log files (rotated ones and the current) kept per "
+                        "container, at least 2 (default %(default)s)")
+    parser.add_argument("--eviction-hard", type=_eviction_hard,
+                        default=node_pressure.DEFAULT_EVICTION_HARD,
+                        help="hard eviction thresholds that put the node under memory, disk "
+                        "or PID pressure, such as memory.available<100Mi,nodefs.available<10%%"
+                        " (default %(default)s)")
     parser.add_argument("--registry-port", type=int, default=5000,
                         help="port of the embedded image registry (default %(default)s)")
     parser.add_argument("--disable-registry", action="store_true",
@@ -128,6 +143,44 @@ def _cidr(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"not a network in CIDR form: {text!r} (e.g. 10.43.0.0/16)") from None
     return text
+
+
+def _resolution(text: str) -> float:
+    """``--metric-resolution``: a Go duration of at least 1s, in seconds."""
+    try:
+        seconds = cronjob_schedule.parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if seconds < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1s, not {text!r}")
+    return seconds
+
+
+def _log_max_size(text: str) -> str:
+    """``--container-log-max-size``: a quantity (argparse type)."""
+    try:
+        logrotate.LogRotatePolicy.parse(text, logrotate.DEFAULT_MAX_FILES)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def _log_max_files(text: str) -> int:
+    """``--container-log-max-files``: more than one (argparse type)."""
+    try:
+        files = int(text)
+        logrotate.LogRotatePolicy.parse(logrotate.DEFAULT_MAX_SIZE, files)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return files
+
+
+def _eviction_hard(text: str) -> tuple[node_pressure.Threshold, ...]:
+    """``--eviction-hard`` in the kubelet's syntax (argparse type)."""
+    try:
+        return node_pressure.parse_eviction_hard(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _ip(text: str) -> str:
@@ -182,6 +235,7 @@ def main(argv: Sequence[str]) -> int:
         service_node_port_range=args.service_node_port_range,
         node_addresses=tuple(addresses + ips),
         hostnames=tuple([socket.gethostname(), *sans]),
+        metric_resolution=args.metric_resolution,
     )
     try:
         controllers = manager.parse_selection(args.controllers, manager.CONTROLLERS)
@@ -248,7 +302,10 @@ def _agent_config(args: argparse.Namespace, config: server.ServerConfig,
         data_dir=config.data_dir, node_ip=addresses[0] if addresses else "127.0.0.1",
         cluster_cidr=args.cluster_cidr, cni_conf_dir=Path(args.cni_conf_dir),
         cni_bin_dirs=tuple(Path(d) for d in args.cni_bin_dir.split(":") if d),
-        kubelet_port=args.kubelet_port)
+        kubelet_port=args.kubelet_port,
+        log_rotate=logrotate.LogRotatePolicy.parse(args.container_log_max_size,
+                                                   args.container_log_max_files),
+        eviction_hard=args.eviction_hard)
 
 
 def _is_ip(text: str) -> bool:

@@ -17,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 from kubling.api.meta import Object
 from kubling.client import events, informer, rest
 from kubling.network import cni as cnilib
-from kubling.node import containers, kubeletserver, logs, nodestatus
+from kubling.node import containers, kubeletserver, logrotate, logs, nodestatus, pressure
 from kubling.node.backoff import Backoff
 from kubling.node.imagepull import ImageManager
 from kubling.node.images.service import images_in_use
@@ -63,6 +64,9 @@ class AgentConfig:
     #: ``cluster_cidr``, the server's own node); a joined agent gets both when it joins.
     node_name: str = ""
     pod_cidr: str = ""
+    #: The kubelet's containerLogMaxSize / containerLogMaxFiles and ``--eviction-hard``.
+    log_rotate: logrotate.LogRotatePolicy = logrotate.DEFAULT_POLICY
+    eviction_hard: tuple[pressure.Threshold, ...] = pressure.DEFAULT_THRESHOLDS
 
 
 class NodeAgent:
@@ -97,12 +101,19 @@ class NodeAgent:
             cluster_cidr=self.config.cluster_cidr, internal_ip=self.config.node_ip,
             runtime_version=await _runc_version(), control_plane=self.config.control_plane,
             kubelet_port=self.config.kubelet_port, name=self.config.node_name,
-            pod_cidr=self.config.pod_cidr)
-        reporter = nodestatus.NodeReporter(self.client, facts, self.store)
+            pod_cidr=self.config.pod_cidr, eviction_hard=self.config.eviction_hard)
+        monitor = pressure.PressureMonitor(
+            self.config.eviction_hard, observe=functools.partial(
+                pressure.observe, data_dir=self.config.data_dir, image_dir=self.store.root))
+        await asyncio.to_thread(monitor.synchronize)
+        recorder = events.EventRecorder(self.client, "kubelet", facts.name)
+        reporter = nodestatus.NodeReporter(self.client, facts, self.store,
+                                           pressure=lambda: monitor.conditions,
+                                           recorder=recorder)
+        monitor.on_change = reporter.poke
         await reporter.register()
         await asyncio.to_thread(cnilib.ensure_default_config, self.config.cni_conf_dir,
                                 facts.pod_cidr, data_dir=self.config.data_dir)
-        recorder = events.EventRecorder(self.client, "kubelet", facts.name)
         volumes = VolumeManager(self.client,
                                 allocatable=nodestatus.node_status(facts)["allocatable"])
         self._ctx = WorkerContext(
@@ -125,11 +136,17 @@ class NodeAgent:
             pods.add_event_handler(on_add=self._on_pod, on_update=lambda _o, n: self._on_pod(n),
                                    on_delete=self._on_delete)
             log.info("node agent ready: node %s, pod CIDR %s", facts.name, facts.pod_cidr)
-            gc = asyncio.create_task(self._image_gc(reporter), name="image-gc")
+            loops = [asyncio.create_task(self._image_gc(reporter), name="image-gc"),
+                     asyncio.create_task(monitor.run(), name="node-pressure"),
+                     asyncio.create_task(logrotate.ContainerLogManager(
+                         data_dir=self.config.data_dir, bundles=self.runtime.bundles,
+                         exits=self.runtime.exits, policy=self.config.log_rotate).run(),
+                         name="container-log-rotation")]
             try:
                 await reporter.run()
             finally:
-                gc.cancel()
+                for loop in loops:
+                    loop.cancel()
         finally:
             await self._let_terminations_finish()
             for task in self._tasks.values():

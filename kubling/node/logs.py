@@ -12,7 +12,8 @@ timestamp kept), ``LogOptions`` holds the kubelet's query parameters (``tailLine
 ``sinceSeconds``/``sinceTime``, ``timestamps``, ``limitBytes``, ``follow``, ``previous``),
 ``stream_log`` writes a file's lines with those options and, when following, keeps
 polling the file until the container has exited (``kubectl logs -f`` ends when the
-container does), and ``locate`` picks the attempt whose log is wanted from the
+container does) and moving on to the new file when the log is rotated (``logrotate``), as
+the kubelet's follower does; and ``locate`` picks the attempt whose log is wanted from the
 container's status, with the kubelet's rules and error messages
 (``validateContainerLogStatus``). Everything here is pure or file I/O, so the logic is
 unit-tested without containers.
@@ -24,6 +25,7 @@ import asyncio
 import dataclasses
 import datetime
 import io
+import os
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -259,6 +261,12 @@ async def stream_log(path: Path, options: LogOptions, write: Write,
                 if not await _emit(lines, options, limit, write):
                     return
                 continue
+            if handle is not None and await asyncio.to_thread(_rotated, handle, path):
+                # The old file was read to its end and the runtime writes to a new one now
+                # (conmon closed the old one before the new one appeared): follow that.
+                handle.close()
+                handle = await asyncio.to_thread(_open, path)
+                continue
             if done:
                 return
             await asyncio.sleep(poll)
@@ -273,6 +281,17 @@ def _open(path: Path) -> io.BufferedReader | None:
     except FileNotFoundError:
         return None
 
+
+def _rotated(handle: io.BufferedReader, path: Path) -> bool:
+    """Whether ``path`` names another file than the open ``handle`` — the log was rotated
+    (renamed) and the runtime has reopened a new one. Between the two, ``path`` is missing:
+    not rotated yet, the runtime may still write to the old file."""
+    try:
+        now = path.stat()
+    except FileNotFoundError:
+        return False
+    was = os.fstat(handle.fileno())
+    return (now.st_ino, now.st_dev) != (was.st_ino, was.st_dev)
 
 
 async def _emit(lines: Sequence[LogLine], options: LogOptions, limit: Limit,

@@ -18,13 +18,15 @@ import logging
 import os
 import platform
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
 import kubling
 from kubling.api import meta
 from kubling.api.meta import Object
-from kubling.client import rest
+from kubling.client import events, rest
+from kubling.node import pressure
 from kubling.node.images.store import Image, ImageStore
 
 log = logging.getLogger("kubling.node.status")
@@ -63,11 +65,14 @@ class NodeFacts:
     architecture: str
     control_plane: bool = True
     kubelet_port: int = KUBELET_PORT
+    #: The hard eviction thresholds: what they keep free is not allocatable.
+    eviction_hard: tuple[pressure.Threshold, ...] = ()
 
 
 def gather(*, data_dir: Path, cluster_cidr: str, internal_ip: str,
            runtime_version: str, control_plane: bool = True,
-           kubelet_port: int = KUBELET_PORT, name: str = "", pod_cidr: str = "") -> NodeFacts:
+           kubelet_port: int = KUBELET_PORT, name: str = "", pod_cidr: str = "",
+           eviction_hard: tuple[pressure.Threshold, ...] = ()) -> NodeFacts:
     """Read the host's facts (a few small files; call it off the event loop if you care)."""
     usage = os.statvfs(data_dir)
     return NodeFacts(
@@ -83,6 +88,7 @@ def gather(*, data_dir: Path, cluster_cidr: str, internal_ip: str,
         architecture=_ARCH.get(platform.machine(), platform.machine()),
         control_plane=control_plane,
         kubelet_port=kubelet_port,
+        eviction_hard=eviction_hard,
     )
 
 
@@ -118,15 +124,17 @@ def status_images(images: list[Image]) -> list[Object]:
             for i in listed if i.repo_digests or i.names]
 
 
-def node_status(facts: NodeFacts, images: list[Image] | None = None) -> Object:
+def node_status(facts: NodeFacts, images: list[Image] | None = None, *,
+                under_pressure: frozenset[str] = frozenset(),
+                previous_conditions: list[Object] | None = None) -> Object:
     capacity = {"cpu": str(facts.cpu), "memory": f"{facts.memory_kib}Ki",
                 "ephemeral-storage": f"{facts.ephemeral_storage // 1024}Ki",
                 "pods": str(MAX_PODS)}
     version = f"v{kubling.KUBERNETES_VERSION}"
     return {
-        "capacity": capacity, "allocatable": dict(capacity),
+        "capacity": capacity, "allocatable": allocatable(facts, capacity),
         "images": status_images(images or []),
-        "conditions": conditions(),
+        "conditions": conditions(under_pressure, previous_conditions),
         "addresses": [{"type": "InternalIP", "address": facts.internal_ip},
                       {"type": "Hostname", "address": facts.name}],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": facts.kubelet_port}},
@@ -138,35 +146,110 @@ def node_status(facts: NodeFacts, images: list[Image] | None = None) -> Object:
     }
 
 
-def conditions() -> list[Object]:
+#: condition type → (status, reason, message) without pressure, then with it: the kubelet's
+#: MemoryPressureCondition, DiskPressureCondition and PIDPressureCondition setters.
+_PRESSURE_CONDITIONS: dict[str, tuple[tuple[str, str, str], tuple[str, str, str]]] = {
+    "MemoryPressure": (("False", "KubeletHasSufficientMemory",
+                        "kubelet has sufficient memory available"),
+                       ("True", "KubeletHasInsufficientMemory",
+                        "kubelet has insufficient memory available")),
+    "DiskPressure": (("False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                     ("True", "KubeletHasDiskPressure", "kubelet has disk pressure")),
+    "PIDPressure": (("False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                    ("True", "KubeletHasInsufficientPID",
+                     "kubelet has insufficient PID available")),
+}
+
+
+#: (condition, status) → the event the kubelet records when a condition turns so.
+_STATUS_EVENTS = {
+    ("MemoryPressure", "False"): "NodeHasSufficientMemory",
+    ("MemoryPressure", "True"): "NodeHasInsufficientMemory",
+    ("DiskPressure", "False"): "NodeHasNoDiskPressure",
+    ("DiskPressure", "True"): "NodeHasDiskPressure",
+    ("PIDPressure", "False"): "NodeHasSufficientPID",
+    ("PIDPressure", "True"): "NodeHasInsufficientPID",
+    ("Ready", "True"): "NodeReady",
+}
+
+
+def allocatable(facts: NodeFacts, capacity: dict[str, str]) -> dict[str, str]:
+    """Capacity less what the hard eviction thresholds keep free, as the kubelet's node
+    allocatable reservation does: ``memory.available`` from memory, ``nodefs.available``
+    from ephemeral storage (a percentage of the capacity). Kept in Ki when it divides, in
+    bytes otherwise, as the Quantity arithmetic upstream prints it."""
+    out = dict(capacity)
+    for resource, signal, total in (
+            ("memory", "memory.available", facts.memory_kib * 1024),
+            ("ephemeral-storage", "nodefs.available", facts.ephemeral_storage // 1024 * 1024)):
+        reserved = sum(t.value(total) for t in facts.eviction_hard if t.signal == signal)
+        if reserved:
+            left = max(0, total - int(reserved))
+            out[resource] = f"{left // 1024}Ki" if left % 1024 == 0 else str(left)
+    return out
+
+
+def conditions(under_pressure: frozenset[str] = frozenset(),
+               previous: list[Object] | None = None) -> list[Object]:
+    """The node's conditions: a pressure condition is True while ``under_pressure`` (from
+    ``pressure.PressureMonitor``) names it. Every heartbeat is now; a transition time stays
+    what ``previous`` says while the status is unchanged, as the kubelet's setters keep it."""
     now = meta.now()
-    healthy = [("MemoryPressure", "False", "KubeletHasSufficientMemory",
-                "kubelet has sufficient memory available"),
-               ("DiskPressure", "False", "KubeletHasNoDiskPressure",
-                "kubelet has no disk pressure"),
-               ("PIDPressure", "False", "KubeletHasSufficientPID",
-                "kubelet has sufficient PID available"),
-               ("Ready", "True", "KubeletReady", "kubelet is posting ready status")]
-    return [{"type": t, "status": s, "reason": r, "message": m, "lastHeartbeatTime": now,
-             "lastTransitionTime": now} for t, s, r, m in healthy]
+    before = {c.get("type"): c for c in previous or []}
+    wanted = [(kind, *_PRESSURE_CONDITIONS[kind][kind in under_pressure])
+              for kind in ("MemoryPressure", "DiskPressure", "PIDPressure")]
+    wanted.append(("Ready", "True", "KubeletReady", "kubelet is posting ready status"))
+    out: list[Object] = []
+    for kind, status, reason, message in wanted:
+        old = before.get(kind) or {}
+        since = old.get("lastTransitionTime") if old.get("status") == status else None
+        out.append({"type": kind, "status": status, "reason": reason, "message": message,
+                    "lastHeartbeatTime": now, "lastTransitionTime": since or now})
+    return out
 
 
 class NodeReporter:
     """Registers the Node, then renews its Lease and reports its status until cancelled."""
 
-    def __init__(self, client: rest.Client, facts: NodeFacts, store: ImageStore) -> None:
+    def __init__(self, client: rest.Client, facts: NodeFacts, store: ImageStore, *,
+                 pressure: Callable[[], frozenset[str]] = frozenset,
+                 recorder: events.EventRecorder | None = None) -> None:
         self.facts = facts
         self.store = store
+        self._pressure = pressure
+        self._recorder = recorder
+        self._conditions: list[Object] = []
         self.nodes = client.resource(NODES)
         self.leases = client.resource(LEASES)
         self._changed = asyncio.Event()
 
     def poke(self) -> None:
-        """Report status soon (an image was pulled): not only once a minute."""
+        """Report status soon (an image was pulled, a pressure condition changed): not
+        only once a minute."""
         self._changed.set()
 
     async def _status(self) -> Object:
-        return node_status(self.facts, await asyncio.to_thread(self.store.images))
+        status = node_status(self.facts, await asyncio.to_thread(self.store.images),
+                             under_pressure=self._pressure(),
+                             previous_conditions=self._conditions)
+        self._record_transitions(self._conditions, status["conditions"])
+        self._conditions = status["conditions"]
+        return status
+
+    def _record_transitions(self, before: list[Object], after: list[Object]) -> None:
+        """The kubelet's node status events (``NodeHasDiskPressure``, ``NodeReady``, ...),
+        one per condition that changed, the first report included, about the Node."""
+        if self._recorder is None:
+            return
+        old = {c.get("type"): c.get("status") for c in before}
+        name = self.facts.name
+        ref = {"kind": "Node", "apiVersion": "v1", "metadata": {"name": name, "uid": name}}
+        for condition in after:
+            kind, status = condition["type"], condition["status"]
+            reason = _STATUS_EVENTS.get((kind, status))
+            if reason is not None and old.get(kind) != status:
+                self._recorder.record(ref, "Normal", reason,
+                                      f"Node {name} status is now: {reason}")
 
     async def register(self) -> Object:
         """Create the Node (or take over the one a previous start made) with fresh status."""

@@ -178,3 +178,35 @@ def test_locate_errors(tmp_path: Path, statuses: list[dict[str, Any]], container
     with pytest.raises(LogsError) as caught:
         logs.locate(pod("c"), statuses, container, previous=previous, pod_dir=tmp_path)
     assert (caught.value.code, caught.value.message) == (code, message)
+
+
+def test_follow_moves_on_to_the_new_file_after_a_rotation(tmp_path: Path) -> None:
+    """As conmon reopens: the old file is renamed, written to a little more, then a new
+    file appears at the path; the follower reads the old one to its end, then the new."""
+    path = tmp_path / "0.log"
+    path.write_bytes(cri((T0, "stdout", "F", "line 0")))
+    exited = threading.Event()
+
+    def writer() -> None:
+        time.sleep(0.1)
+        with path.open("ab") as f:
+            f.write(cri((T1, "stdout", "F", "line 1")))
+        rotated = tmp_path / "0.log.20240501-120000"
+        path.rename(rotated)
+        time.sleep(0.1)  # renamed, not reopened yet: conmon still writes to the old file
+        with rotated.open("ab") as f:
+            f.write(cri((T1, "stdout", "F", "line 2")))
+        tmp = tmp_path / "0.log.tmp"
+        tmp.write_bytes(b"")
+        tmp.rename(path)
+        for i in (3, 4):
+            time.sleep(0.1)
+            with path.open("ab") as f:
+                f.write(cri((T1, "stdout", "F", f"line {i}")))
+        exited.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    out = run_stream(path, LogOptions(follow=True), exited.is_set)
+    thread.join()
+    assert out == b"".join(f"line {i}\n".encode() for i in range(5))

@@ -76,6 +76,7 @@ def build_parser(prog: str = "kubling agent") -> argparse.ArgumentParser:
                         "there when it is empty (default %(default)s)")
     parser.add_argument("--cni-bin-dir", default="/usr/lib/cni:/opt/cni/bin",
                         help="colon-separated directories of CNI plugins (default %(default)s)")
+    comps.add_node_flags(parser)
     parser.add_argument("--disable-kube-proxy", action="store_true",
                         help="do not program Services into nftables on this node")
     parser.add_argument("--log-format", choices=("text", "json"), default="text",
@@ -141,7 +142,7 @@ def main(argv: Sequence[str]) -> int:
         cni_conf_dir=Path(args.cni_conf_dir),
         cni_bin_dirs=tuple(Path(d) for d in args.cni_bin_dir.split(":") if d),
         control_plane=False, kubelet_port=args.kubelet_port, node_name=node_name,
-        pod_cidr=joined.pod_cidr,
+        pod_cidr=joined.pod_cidr, **comps.node_settings(args),
         kubelet_tls=kubeletserver.KubeletTLS(cert=joined.serving_cert, key=joined.serving_key,
                                              client_ca=joined.ca_cert))
     try:

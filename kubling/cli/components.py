@@ -8,6 +8,7 @@ from (the local CA, or the join endpoints).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -22,6 +23,8 @@ from kubling.client import config as client_config
 from kubling.client import rest
 from kubling.network.proxy import ServiceProxy
 from kubling.node import agent as node_agent
+from kubling.node import logrotate
+from kubling.node import pressure as node_pressure
 from kubling.node.images.store import ImageStore
 
 log = logging.getLogger("kubling.node")
@@ -103,3 +106,55 @@ def enable_forwarding() -> None:
                 path.write_text(value)
         except OSError as err:
             log.warning("cannot set %s=%s (%s): Services may not route", key, value, err)
+
+
+# -- the node's own flags (kubling server and kubling agent) ---------------------------
+
+
+def add_node_flags(parser: argparse.ArgumentParser) -> None:
+    """The kubelet settings both commands take: log rotation and hard eviction."""
+    parser.add_argument("--container-log-max-size", type=_log_max_size, default="10Mi",
+                        help="a container's log is rotated when it reaches this size, a "
+                        "quantity such as 10Mi (default %(default)s)")
+    parser.add_argument("--container-log-max-files", type=_log_max_files, default=5,
+                        help="the most log files (rotated ones and the current) kept per "
+                        "container, at least 2 (default %(default)s)")
+    parser.add_argument("--eviction-hard", type=_eviction_hard,
+                        default=node_pressure.DEFAULT_EVICTION_HARD,
+                        help="hard eviction thresholds that put the node under memory, disk "
+                        "or PID pressure, such as memory.available<100Mi,nodefs.available<10%%"
+                        " (default %(default)s)")
+
+
+def node_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``AgentConfig`` fields from the flags ``add_node_flags`` added."""
+    return {"log_rotate": logrotate.LogRotatePolicy.parse(args.container_log_max_size,
+                                                          args.container_log_max_files),
+            "eviction_hard": args.eviction_hard}
+
+
+def _log_max_size(text: str) -> str:
+    """``--container-log-max-size``: a quantity (argparse type)."""
+    try:
+        logrotate.LogRotatePolicy.parse(text, logrotate.DEFAULT_MAX_FILES)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def _log_max_files(text: str) -> int:
+    """``--container-log-max-files``: more than one (argparse type)."""
+    try:
+        files = int(text)
+        logrotate.LogRotatePolicy.parse(logrotate.DEFAULT_MAX_SIZE, files)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return files
+
+
+def _eviction_hard(text: str) -> tuple[node_pressure.Threshold, ...]:
+    """``--eviction-hard`` in the kubelet's syntax (argparse type)."""
+    try:
+        return node_pressure.parse_eviction_hard(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None

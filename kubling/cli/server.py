@@ -31,8 +31,7 @@ from kubling.controllers import cronjob_schedule, manager
 from kubling.network.dns import kubedns
 from kubling.network.dns.server import ClusterDNS
 from kubling.node import agent as node_agent
-from kubling.node import kubeletserver, logrotate
-from kubling.node import pressure as node_pressure
+from kubling.node import kubeletserver
 from kubling.node import simulated as simulated_nodes
 from kubling.node.images import service as node_images
 from kubling.scheduler import runner
@@ -113,17 +112,7 @@ def build_parser(prog: str = "kubling server") -> argparse.ArgumentParser:
     parser.add_argument("--kubelet-port", type=int, default=10250,
                         help="HTTPS port of the node agent's server (kubectl logs reach it "
                         "through the API server) (default %(default)s)")
-    parser.add_argument("--container-log-max-size", type=_log_max_size, default="10Mi",
-                        help="a container's log is rotated when it reaches this size, a "
-                        "quantity such as 10Mi (default %(default)s)")
-    parser.add_argument("--container-log-max-files", type=_log_max_files, default=5,
-                        help="the most log files (rotated ones and the current) kept per "
-                        "container, at least 2 (default %(default)s)")
-    parser.add_argument("--eviction-hard", type=_eviction_hard,
-                        default=node_pressure.DEFAULT_EVICTION_HARD,
-                        help="hard eviction thresholds that put the node under memory, disk "
-                        "or PID pressure, such as memory.available<100Mi,nodefs.available<10%%"
-                        " (default %(default)s)")
+    comps.add_node_flags(parser)
     parser.add_argument("--registry-port", type=int, default=5000,
                         help="port of the embedded image registry (default %(default)s)")
     parser.add_argument("--disable-registry", action="store_true",
@@ -154,33 +143,6 @@ def _resolution(text: str) -> float:
     if seconds < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1s, not {text!r}")
     return seconds
-
-
-def _log_max_size(text: str) -> str:
-    """``--container-log-max-size``: a quantity (argparse type)."""
-    try:
-        logrotate.LogRotatePolicy.parse(text, logrotate.DEFAULT_MAX_FILES)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    return text
-
-
-def _log_max_files(text: str) -> int:
-    """``--container-log-max-files``: more than one (argparse type)."""
-    try:
-        files = int(text)
-        logrotate.LogRotatePolicy.parse(logrotate.DEFAULT_MAX_SIZE, files)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    return files
-
-
-def _eviction_hard(text: str) -> tuple[node_pressure.Threshold, ...]:
-    """``--eviction-hard`` in the kubelet's syntax (argparse type)."""
-    try:
-        return node_pressure.parse_eviction_hard(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _ip(text: str) -> str:
@@ -302,10 +264,7 @@ def _agent_config(args: argparse.Namespace, config: server.ServerConfig,
         data_dir=config.data_dir, node_ip=addresses[0] if addresses else "127.0.0.1",
         cluster_cidr=args.cluster_cidr, cni_conf_dir=Path(args.cni_conf_dir),
         cni_bin_dirs=tuple(Path(d) for d in args.cni_bin_dir.split(":") if d),
-        kubelet_port=args.kubelet_port,
-        log_rotate=logrotate.LogRotatePolicy.parse(args.container_log_max_size,
-                                                   args.container_log_max_files),
-        eviction_hard=args.eviction_hard)
+        kubelet_port=args.kubelet_port, **comps.node_settings(args))
 
 
 def _is_ip(text: str) -> bool:

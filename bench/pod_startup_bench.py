@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from kubling.client import config, rest
 from tests.agent_fixture import agent_host, build_busybox
-from tests.server_fixture import KublingServer
+from tests.server_fixture import KublingServer, free_port
 
 
 def manifest(i: int) -> dict[str, object]:
@@ -111,7 +111,8 @@ def main() -> None:
             agent_host():
         data = Path(tmp) / "data"
         build_busybox(data)
-        server = KublingServer(data, agent=True, extra_args=["--cni-conf-dir", f"{tmp}/cni"])
+        server = KublingServer(data, agent=True, extra_args=[
+            "--cni-conf-dir", f"{tmp}/cni", "--kubelet-port", str(free_port())])
         server.start()
         try:
             deadline = time.monotonic() + 30

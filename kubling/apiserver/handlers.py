@@ -30,6 +30,8 @@ from kubling.apiserver.requestinfo import RequestInfo
 #: Upstream's default watch duration is randomised in [minRequestTimeout, 2x) = 30-60 min.
 _MIN_REQUEST_TIMEOUT = 1800
 _BOOKMARK_INTERVAL = 60.0
+#: Most watch events written to a client at once when a burst of them is queued.
+_WATCH_BATCH = 256
 
 _PATCH_TYPES = (
     negotiation.JSON_PATCH,
@@ -607,8 +609,20 @@ class ResourceHandlers:
                     continue
                 if event is None:
                     break  # overflowed or the server is stopping: the client re-watches
+                # Events already queued go out in one write (upstream flushes once its
+                # channel is empty): one chunk, one TLS record and one send for a burst.
+                chunk = [encoder.event(event)]
                 last_revision = event.revision
-                await response.write(encoder.event(event))
+                queue = opened.watcher.queue
+                while not queue.empty() and len(chunk) < _WATCH_BATCH:
+                    event = queue.get_nowait()
+                    if event is None:
+                        break
+                    chunk.append(encoder.event(event))
+                    last_revision = event.revision
+                await response.write(chunk[0] if len(chunk) == 1 else b"".join(chunk))
+                if event is None:
+                    break
             await response.write_eof()
         return response
 

@@ -8,8 +8,8 @@ is bound to still exist with the same uids, so deleting a pod revokes its tokens
 
 The signature check is the only expensive step, so its outcome is remembered per token;
 the existence checks run on every request and read the watch cache (upstream reads its
-informers), falling back to a consistent read only when the cache lacks the object, which
-keeps a just-created object from being missed.
+informers) once it has caught up with every acknowledged write, so neither a
+just-created object is missed nor a just-deleted one still found.
 """
 
 from __future__ import annotations
@@ -58,9 +58,11 @@ class ObjectGetter:
         assert rt is not None, plural
         store = self.registry.store(rt)
         key = store.key(namespace, name)
-        cached = store.cache.items.get(key)
-        if cached is not None:
-            return cached.obj
+        # Once the cache holds every acknowledged write, it answers (a just-deleted object
+        # is gone from it); a cache that lags longer falls back to a read from storage.
+        if await self.registry.caches.catch_up():
+            cached = store.cache.items.get(key)
+            return None if cached is None else cached.obj
         kv = await store.read(key)
         return None if kv is None else store.load(kv)
 

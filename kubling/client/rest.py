@@ -269,8 +269,12 @@ class Client:
             try:
                 async for chunk in resp.content.iter_any():
                     buffer += chunk
-                    while (end := buffer.find(b"\n")) >= 0:
-                        line, buffer = buffer[:end], buffer[end + 1 :]
+                    if b"\n" not in chunk:
+                        continue
+                    # One split per chunk: a chunk may carry a burst of events, and cutting
+                    # them off the front one at a time would copy the rest each time.
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
                         if line.strip():
                             yield line
             except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,

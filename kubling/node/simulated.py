@@ -115,6 +115,8 @@ class SimulatedNodes:
         self._subnets = {f"{cfg.prefix}-{i}": _subnet(cfg, i) for i in range(cfg.count)}
         self._host_ips = {name: str(net[1]) for name, net in self._subnets.items()}
         self._informer: informer.Informer | None = None
+        #: Each node's Lease as its last renewal stored it.
+        self._leases: dict[str, Object] = {}
 
     async def run(self) -> None:
         await self._register()
@@ -159,20 +161,32 @@ class SimulatedNodes:
             await asyncio.sleep(LEASE_RENEW_SECONDS)
 
     async def _renew(self, name: str) -> None:
+        """Renew the node's Lease from the copy the last renewal returned, as the kubelet
+        does (one PUT per renewal); read it first only when there is no such copy or the
+        PUT lost to another writer."""
         now = meta.now_micro()
+        lease = self._leases.pop(name, None)
+        if lease is not None:
+            lease["spec"]["renewTime"] = now
+            try:
+                self._leases[name] = await self.leases.update(lease, namespace="kube-node-lease")
+                return
+            except rest.ApiError as err:
+                if not (rest.is_conflict(err) or rest.is_not_found(err)):
+                    raise
         try:
             lease = await self.leases.get(name, namespace="kube-node-lease")
         except rest.ApiError as err:
             if not rest.is_not_found(err):
                 raise
-            await self.leases.create({
+            self._leases[name] = await self.leases.create({
                 "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": name, "namespace": "kube-node-lease"},
                 "spec": {"holderIdentity": name, "leaseDurationSeconds": 40,
                          "renewTime": now}}, namespace="kube-node-lease")
             return
         lease["spec"]["renewTime"] = now
-        await self.leases.update(lease, namespace="kube-node-lease")
+        self._leases[name] = await self.leases.update(lease, namespace="kube-node-lease")
 
     async def _worker(self) -> None:
         while True:

@@ -158,6 +158,15 @@ class FitError:
         return self.message
 
 
+def _one_by_one(
+    score: Callable[[CycleState, PodInfo, NodeInfo], int],
+) -> Callable[[CycleState, PodInfo, Sequence[NodeInfo]], list[int]]:
+    """A plugin's per-node ``score`` as a whole-list scorer."""
+    def score_nodes(state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo]) -> list[int]:
+        return [score(state, pod, node) for node in nodes]
+    return score_nodes
+
+
 def num_feasible_nodes_to_find(percentage: int | None, num_all_nodes: int) -> int:
     """How many feasible nodes are enough (upstream ``numFeasibleNodesToFind``).
 
@@ -216,7 +225,10 @@ class Framework:
         # Resolved once: runtime protocol checks are far too slow for every cycle.
         self._scorers = [
             (
-                p.name, p.score, self._weights[p.name],
+                p.name,
+                p.score_nodes if isinstance(p, interface.BatchScorePlugin)
+                else _one_by_one(p.score),
+                self._weights[p.name],
                 p.normalize_score if isinstance(p, interface.NormalizeScorePlugin) else None,
             )
             for p in self.score_plugins
@@ -343,7 +355,7 @@ class Framework:
         for name, run, weight, normalize in self._scorers:
             if name in state.skip_score:
                 continue
-            scores = [run(state, pod, node) for node in nodes]
+            scores = run(state, pod, nodes)
             if normalize is not None:
                 normalize(state, pod, nodes, scores)
             totals = [t + s * weight for t, s in zip(totals, scores, strict=True)]

@@ -22,6 +22,10 @@ __all__ = ["Snapshot"]
 _TERMINAL = ("Succeeded", "Failed")
 
 
+def _affinity_counts(info: NodeInfo) -> tuple[int, int]:
+    return len(info.pods_with_affinity), len(info.pods_with_required_anti_affinity)
+
+
 def _name(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("name") or "")
 
@@ -62,6 +66,9 @@ class Snapshot:
         }
         self.pdbs: list[Mapping[str, Any]] = list(pdbs)
         self.generation = 0
+        #: Changes only when a node, or a pod with (anti-)affinity terms, comes or goes: the
+        #: lists of nodes hosting such pods are rebuilt then, not after every placement.
+        self._affinity_generation = 0
         self._affinity_cache: tuple[int, list[NodeInfo], list[NodeInfo]] = (-1, [], [])
         for node in nodes:
             self.add_node(node)
@@ -92,6 +99,7 @@ class Snapshot:
         self._by_name[info.name] = info
         self._count_images(info, 1)
         self.generation += 1
+        self._affinity_generation += 1
         return info
 
     update_node = add_node
@@ -105,6 +113,7 @@ class Snapshot:
         for pod in info.pods:
             self._pod_node.pop(pod.uid, None)
         self.generation += 1
+        self._affinity_generation += 1
 
     def _count_images(self, info: NodeInfo, sign: int) -> None:
         for name in info.images:
@@ -124,7 +133,10 @@ class Snapshot:
         if info is None:
             return False
         self.remove_pod(pod)
+        before = _affinity_counts(info)
         info.add_pod(pod)
+        if _affinity_counts(info) != before:
+            self._affinity_generation += 1
         self._pod_node[pod.uid] = target
         self._drop_nominated(pod)
         self.generation += 1
@@ -138,8 +150,13 @@ class Snapshot:
         """Forget a pod (deleted, or its binding failed); False if it was not placed."""
         target = self._pod_node.pop(pod.uid, None)
         info = self._by_name.get(target) if target else None
-        if info is None or not info.remove_pod(pod):
+        if info is None:
             return False
+        before = _affinity_counts(info)
+        if not info.remove_pod(pod):
+            return False
+        if _affinity_counts(info) != before:
+            self._affinity_generation += 1
         self.generation += 1
         return True
 
@@ -164,10 +181,10 @@ class Snapshot:
 
     def _affinity_lists(self) -> tuple[list[NodeInfo], list[NodeInfo]]:
         generation, with_affinity, with_anti = self._affinity_cache
-        if generation != self.generation:
+        if generation != self._affinity_generation:
             with_affinity = [n for n in self.node_infos if n.pods_with_affinity]
             with_anti = [n for n in self.node_infos if n.pods_with_required_anti_affinity]
-            self._affinity_cache = (self.generation, with_affinity, with_anti)
+            self._affinity_cache = (self._affinity_generation, with_affinity, with_anti)
         return with_affinity, with_anti
 
     def nodes_with_affinity_pods(self) -> list[NodeInfo]:

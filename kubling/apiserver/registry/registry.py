@@ -55,7 +55,7 @@ class Registry:
                 self.backend,
                 self.caches.cache(rt.storage_prefix),
                 namespace_state=self._namespace_state,
-                fresh=self.caches.is_fresh,
+                fresh=self.caches.catch_up,
                 admission_chain=self._admission,
             )
             self._stores[key] = store

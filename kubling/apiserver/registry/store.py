@@ -174,7 +174,7 @@ class Store:
 
     # -- reads ----------------------------------------------------------------------------
     async def read(self, key: str) -> storage.KeyValue | None:
-        """The key's current value: from the watch cache when it holds every acknowledged
+        """The key's current value: from the watch cache once it holds every acknowledged
         write (no storage round trip), else from storage. Either way a consistent read."""
         if self._fresh is not None and await self._fresh():
             cached = self.cache.items.get(key)

@@ -8,10 +8,11 @@ store with another strategy, built by ``StatusStrategy`` around the parent's.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import re
 from typing import Any, Protocol
+
+import orjson
 
 from kubling.api import (
     conversion,
@@ -188,7 +189,7 @@ class Strategy:
         """Carry over what the main endpoint may not change, and bump generation."""
         if self.has_status:
             if "status" in old:
-                new["status"] = copy.deepcopy(old["status"])
+                new["status"] = _copy(old["status"])
             else:
                 new.pop("status", None)
         if self.tracks_generation:
@@ -260,7 +261,7 @@ class StatusStrategy(Strategy):
 
     def prepare_for_update(self, new: Object, old: Object) -> None:
         status = new.get("status")
-        replacement = copy.deepcopy(old)
+        replacement = _copy(old)
         replacement["metadata"]["resourceVersion"] = new["metadata"].get("resourceVersion", "")
         if "managedFields" in new["metadata"]:  # ownership of the status write (apply)
             replacement["metadata"]["managedFields"] = new["metadata"]["managedFields"]
@@ -275,3 +276,9 @@ class StatusStrategy(Strategy):
         # Status is written by controllers and agents; upstream's status validation is
         # mostly about the shape, which the schema check already covers.
         return []
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of decoded JSON: a round trip through orjson is several times faster
+    than ``copy.deepcopy`` (every stored object is JSON, so nothing is lost)."""
+    return orjson.loads(orjson.dumps(value))

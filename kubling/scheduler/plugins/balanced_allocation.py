@@ -32,6 +32,26 @@ class BalancedAllocation:
             return SKIP
         return SUCCESS
 
+    def score_nodes(
+        self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo]
+    ) -> list[int]:
+        """``score`` for every node: the two-resource loop inlined, same arithmetic."""
+        if not self._default:
+            return [self.score(state, pod, node) for node in nodes]
+        pod_cpu, pod_mem = pod.requests.milli_cpu, pod.requests.memory
+        scores = []
+        for node in nodes:
+            alloc = node.allocatable
+            cpu_cap, mem_cap = alloc.milli_cpu, alloc.memory
+            if cpu_cap and mem_cap:
+                used = node.requested
+                cpu = min((used.milli_cpu + pod_cpu) / cpu_cap, 1.0)
+                mem = min((used.memory + pod_mem) / mem_cap, 1.0)
+                scores.append(int((1 - abs(cpu - mem) / 2) * 100))
+            else:
+                scores.append(self.score(state, pod, node))
+        return scores
+
     def score(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> int:
         if self._default:
             # cpu and memory only: upstream's two-resource shortcut, inlined for the hot loop.

@@ -9,7 +9,7 @@ Every shortfall is reported (``Insufficient cpu``, ``Insufficient memory``, ``To
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kubling.scheduler.interface import SUCCESS, CycleState, Handle, Status
@@ -65,6 +65,27 @@ class NodeResourcesFit:
         ):
             return SUCCESS
         return insufficient(pod, node)
+
+    def score_nodes(
+        self, state: CycleState, pod: PodInfo, nodes: Sequence[NodeInfo]
+    ) -> list[int]:
+        """``score`` for every node: the default case's loop inlined, same arithmetic."""
+        if not self._default or self._most:
+            return [self.score(state, pod, node) for node in nodes]
+        pod_cpu, pod_mem = pod.non_zero_cpu, pod.non_zero_memory
+        scores = []
+        for node in nodes:
+            alloc = node.allocatable
+            cpu_cap, mem_cap = alloc.milli_cpu, alloc.memory
+            if cpu_cap and mem_cap:  # both weights count: the common case
+                cpu = node.non_zero_cpu + pod_cpu
+                mem = node.non_zero_memory + pod_mem
+                scores.append(((0 if cpu > cpu_cap else (cpu_cap - cpu) * 100 // cpu_cap)
+                               + (0 if mem > mem_cap else (mem_cap - mem) * 100 // mem_cap))
+                              // 2)
+            else:
+                scores.append(self.score(state, pod, node))
+        return scores
 
     def score(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> int:
         if self._default and not self._most:

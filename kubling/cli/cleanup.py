@@ -13,6 +13,7 @@ In order, each step independent of the others' failures:
 3. what ``kubling.network.hostcleanup`` removes: the ``ip kubling`` nftables table,
    ``kubling-`` network namespaces, the ``kubling0`` bridge, the CNI ``nat`` chains of the
    ``kubling`` network;
+   then the pods' pinned IPC and UTS namespaces (``/run/kubling/ns``);
 4. the ``/kubling`` cgroup tree, and the CNI leases and result cache under
    ``<data-dir>/cni`` (they name addresses of namespaces that no longer exist).
 """
@@ -30,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kubling.network import hostcleanup
+from kubling.node import sandbox
 from kubling.node.runtime import ContainerRuntimeError, Runtime, cgroups
 
 __all__ = ["cleanup_host", "containers", "mounts_below", "unmount_below"]
@@ -113,6 +115,7 @@ def cleanup_host(data_dir: Path) -> int:
         ("containers", lambda: containers(data_dir)),
         ("mounts", lambda: unmount_below(data_dir)),
         *hostcleanup.steps(),
+        ("pod namespaces", sandbox.remove_all_namespaces),
         ("cgroups", _cgroups),
         ("CNI leases", lambda: _cni_state(data_dir)),
     ]

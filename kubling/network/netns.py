@@ -1,4 +1,5 @@
-"""Named network namespaces, laid out exactly as ``ip netns`` lays them out.
+"""Pinned namespaces: named network namespaces, laid out exactly as ``ip netns`` lays them
+out, and the other namespaces a pod sandbox shares (IPC, UTS), pinned the same way.
 
 A pod sandbox's network namespace must outlive every process in it (the CNI plugins configure
 it before the pause-less pod has a process, and DEL must still find it after the containers
@@ -14,6 +15,10 @@ a foreign namespace. This costs well under a millisecond, against several for ``
 
 Every name carries the ``kubling-`` prefix so that ``kubling server --cleanup`` can find and
 remove exactly what kubling made (:func:`list_kubling`).
+
+:func:`pin_new` and :func:`unpin` are the same mechanism for any kind of namespace the
+calling thread may unshare (``ipc``, ``uts``; ``net`` is :func:`create`): the sandbox pins its
+IPC and UTS namespaces with them, setting the pod's hostname inside the UTS one first.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-__all__ = ["PREFIX", "RUN_DIR", "create", "delete", "exists", "has_interface", "is_netns_path",
-           "list_kubling", "path"]
+__all__ = ["KINDS", "PREFIX", "RUN_DIR", "create", "delete", "exists", "has_interface",
+           "is_netns_path", "is_ns_path", "list_kubling", "path", "pin_new", "unpin"]
 
 RUN_DIR = Path("/run/netns")
 PREFIX = "kubling-"
@@ -40,6 +45,8 @@ _NAME = re.compile(r"^kubling-[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _MAX_NAME = 255
 
 _CLONE_NEWNET = 0x40000000
+#: The namespaces a thread can unshare and pin, by their name in /proc/<pid>/ns.
+KINDS = {"net": _CLONE_NEWNET, "ipc": 0x08000000, "uts": 0x04000000}
 _MS_BIND = 0x1000
 _MS_REC = 0x4000
 _MS_SHARED = 0x100000
@@ -55,8 +62,8 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 
-_run_dir_ready = False
-_run_dir_lock = threading.Lock()
+_shared_dirs: set[Path] = set()
+_shared_dirs_lock = threading.Lock()
 
 
 def path(name: str) -> Path:
@@ -71,7 +78,12 @@ def exists(name: str) -> bool:
 
 
 def is_netns_path(target: Path) -> bool:
-    """True when ``target`` is a network namespace file, whoever made it.
+    """True when ``target`` is a network namespace file, whoever made it."""
+    return is_ns_path(target)
+
+
+def is_ns_path(target: Path) -> bool:
+    """True when ``target`` is a namespace file (of any kind), whoever made it.
 
     All nsfs inodes share one device, which no file on a real filesystem has, so a stale
     placeholder whose mount is gone is told apart from a live namespace by one stat.
@@ -99,19 +111,7 @@ def create(name: str) -> Path:
     file and mounting it) is replaced.
     """
     target = path(name)
-    _ensure_run_dir()
-    if target.exists():
-        if is_netns_path(target):
-            raise FileExistsError(errno.EEXIST, "network namespace already exists", str(target))
-        target.unlink()
-    # O_EXCL: of two racing creators, exactly one owns the placeholder.
-    os.close(os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
-    try:
-        _run_in_fresh_netns_thread(target)
-    except BaseException:
-        _unmount_all(target)
-        target.unlink(missing_ok=True)
-        raise
+    pin_new(target, "net", inside=_set_loopback_up)
     return target
 
 
@@ -121,7 +121,34 @@ def delete(name: str) -> None:
     The namespace itself dies with its last reference, so a process still inside it keeps
     it alive: that is the kernel's rule and the same as ``ip netns delete``.
     """
-    target = path(name)
+    unpin(path(name))
+
+
+def pin_new(target: Path, kind: str, *, inside: Callable[[], None] | None = None) -> None:
+    """Make a new namespace of ``kind`` (a key of :data:`KINDS`) pinned at ``target``, after
+    running ``inside`` in it (``lo`` up, the hostname...).
+
+    The directory of ``target`` is made a shared mount point first (see
+    :func:`_ensure_shared_dir`). Raises ``FileExistsError`` when a live namespace is already
+    pinned there; a stale placeholder is replaced; a failure leaves nothing behind.
+    """
+    _ensure_shared_dir(target.parent)
+    if target.exists():
+        if is_ns_path(target):
+            raise FileExistsError(errno.EEXIST, f"{kind} namespace already exists", str(target))
+        target.unlink()
+    # O_EXCL: of two racing creators, exactly one owns the placeholder.
+    os.close(os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    try:
+        _pin_from_fresh_thread(target, kind, inside)
+    except BaseException:
+        _unmount_all(target)
+        target.unlink(missing_ok=True)
+        raise
+
+
+def unpin(target: Path) -> None:
+    """Unmount and remove the namespace file ``target``; a no-op when it is already gone."""
     _unmount_all(target)
     target.unlink(missing_ok=True)
 
@@ -165,44 +192,46 @@ def _check_name(name: str) -> None:
         raise ValueError(f"network namespace name {name!r} must match {_NAME.pattern}")
 
 
-def _ensure_run_dir() -> None:
-    """Make /run/netns a shared mount point, as iproute2 does.
+def _ensure_shared_dir(directory: Path) -> None:
+    """Make ``directory`` (/run/netns, ...) a shared mount point, as iproute2 does.
 
     With shared propagation, unmounting a namespace here also unmounts the copies that mount
     namespaces cloned since (containers), so the namespace is really freed on delete.
     """
-    global _run_dir_ready
-    with _run_dir_lock:
-        if _run_dir_ready:
+    with _shared_dirs_lock:
+        if directory in _shared_dirs:
             return
-        RUN_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
-        run_dir = os.fsencode(RUN_DIR)
-        if _libc.mount(b"none", run_dir, b"none", _MS_SHARED | _MS_REC, None) != 0:
+        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+        encoded = os.fsencode(directory)
+        if _libc.mount(b"none", encoded, b"none", _MS_SHARED | _MS_REC, None) != 0:
             if ctypes.get_errno() != errno.EINVAL:
-                _raise_errno("make-shared", RUN_DIR)
+                _raise_errno("make-shared", directory)
             # EINVAL: not a mount point yet; bind it onto itself, then it can be shared.
-            if _libc.mount(run_dir, run_dir, b"none", _MS_BIND | _MS_REC, None) != 0:
-                _raise_errno("bind", RUN_DIR)
-            if _libc.mount(b"none", run_dir, b"none", _MS_SHARED | _MS_REC, None) != 0:
-                _raise_errno("make-shared", RUN_DIR)
-        _run_dir_ready = True
+            if _libc.mount(encoded, encoded, b"none", _MS_BIND | _MS_REC, None) != 0:
+                _raise_errno("bind", directory)
+            if _libc.mount(b"none", encoded, b"none", _MS_SHARED | _MS_REC, None) != 0:
+                _raise_errno("make-shared", directory)
+        _shared_dirs.add(directory)
 
 
-def _run_in_fresh_netns_thread(target: Path) -> None:
+def _pin_from_fresh_thread(target: Path, kind: str, inside: Callable[[], None] | None) -> None:
     """Pin a new namespace at ``target`` from a thread that exits right after.
 
     A thread, not the caller: unshare moves the calling thread, and returning a thread to
-    its owner (or a pool) inside another namespace would silently misroute its sockets.
+    its owner (or a pool) inside another namespace would silently misroute its sockets (or
+    give it another hostname).
     """
     failure: list[BaseException] = []
+    flag = KINDS[kind]
 
     def work() -> None:
         try:
-            if _libc.unshare(_CLONE_NEWNET) != 0:
-                _raise_errno("unshare(CLONE_NEWNET)", target)
-            _set_loopback_up()
-            if _libc.mount(b"/proc/thread-self/ns/net", os.fsencode(target), b"none",
-                           _MS_BIND, None) != 0:
+            if _libc.unshare(flag) != 0:
+                _raise_errno(f"unshare({kind})", target)
+            if inside is not None:
+                inside()
+            if _libc.mount(f"/proc/thread-self/ns/{kind}".encode(), os.fsencode(target),
+                           b"none", _MS_BIND, None) != 0:
                 _raise_errno("bind-mount", target)
         except BaseException as exc:
             failure.append(exc)

@@ -5,8 +5,11 @@ image's config and the sandbox into the runtime's ``ContainerConfig`` with upstr
 for command and args (``command`` replaces the image's Entrypoint, ``args`` its Cmd, both
 ``$(VAR)``-expanded), the environment (the image's, then the container's as ``envvars``
 resolved it), the user, the working directory, the sandbox's ``/etc/hosts``,
-``/etc/hostname`` and ``/etc/resolv.conf``, and the volume mounts (the volumes themselves
-are set up by ``kubling.node.volumes`` before any container starts).
+``/etc/hostname`` and ``/etc/resolv.conf``, the volume mounts (the volumes themselves
+are set up by ``kubling.node.volumes`` before any container starts) and the namespaces it
+joins: the sandbox's network, IPC and UTS ones (the hostname lives in the latter), the
+host's for hostNetwork/hostIPC/hostPID, the pod's init's PID namespace with
+``shareProcessNamespace``.
 
 ``ContainerPaths`` is the on-disk layout below the pod directory:
 
@@ -109,8 +112,7 @@ def container_config(*, pod: Object, container: Object, image: ImageConfig, sand
         additional_gids=supplemental_groups(pod),
         hostname=None if spec.get("hostNetwork") else _hostname(sandbox),
         mounts=mounts(pod, container, sandbox, volumes, env),
-        namespaces=Namespaces(network=HOST if sandbox.netns_path is None
-                              else str(sandbox.netns_path)),
+        namespaces=namespaces(spec, sandbox),
         cgroups_path=f"{cgroup_parent(sandbox.uid)}/{container['name']}",
         resources=resources(container),
         cap_add=list(capabilities.get("add") or []),
@@ -126,6 +128,18 @@ def container_config(*, pod: Object, container: Object, image: ImageConfig, sand
                      "io.kubernetes.pod.namespace": pod["metadata"].get("namespace", ""),
                      "io.kubernetes.container.name": container["name"]},
     )
+
+
+def namespaces(spec: Object, sandbox: Sandbox) -> Namespaces:
+    """The sandbox's network, IPC and UTS namespaces, joined by every container of the pod
+    (the host's for hostNetwork — UTS too — and hostIPC), and its PID namespace: the
+    host's for hostPID, the pod's init's for shareProcessNamespace, else a new one."""
+    def joined(target: Path | str | None) -> str:
+        return HOST if target is None else str(target)
+
+    return Namespaces(network=joined(sandbox.netns_path), ipc=joined(sandbox.ipc_path),
+                      uts=joined(sandbox.uts_path),
+                      pid=HOST if spec.get("hostPID") else sandbox.pid_ns)
 
 
 def seccomp_root(sandbox: Sandbox) -> Path:

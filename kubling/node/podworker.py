@@ -15,6 +15,13 @@ restarted (``kubling.node.ephemeral``). A deletion
 SIGKILL after the grace period), remove them, the volumes and the sandbox, confirm the
 deletion with a zero-grace DELETE bound to the pod's uid, and end.
 
+A new pod's first status (containers waiting ``ContainerCreating``, or ``PodInitializing``
+behind init containers) is written beside the sandbox and container setup, never delaying
+it, so that ``kubectl get pods -w`` shows ``ContainerCreating`` as upstream's does; status
+writes are serialised so that an older one never lands after a newer one, and the echo of
+the worker's own write does not wake it. With ``shareProcessNamespace`` the sandbox gets
+the pod's init (``kubling.node.pause``), removed after the containers.
+
 A container's exit wakes the worker at once: a waiter task per running container sits in
 ``Runtime.wait`` (it reads conmon's exit file; no runc call). Errors are the pod's, never
 the agent's: they end up in the pod's status and events, and the sync is retried.
@@ -39,6 +46,7 @@ from kubling.node import (
     envvars,
     ephemeral,
     hooks,
+    pause,
     podstatus,
     probes,
     securitycontext,
@@ -62,10 +70,12 @@ START_ERROR_EXIT = 128
 #: The least grace a container gets after waiting for its turn (the kubelet's
 #: minimumGracePeriodInSeconds), so that a sidecar is never SIGKILLed unwarned.
 MINIMUM_GRACE = 2.0
+#: First statuses sent at once by one agent (see ``WorkerContext.announce_slots``).
+ANNOUNCE_CONCURRENCY = 2
 #: The status message and event of a pod past its activeDeadlineSeconds (upstream's words).
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 #: Failures worth one log line, not a traceback: the API is away or said no.
-_EXPECTED = (*rest.TRANSPORT_ERRORS, rest.ApiError)
+_EXPECTED: tuple[type[BaseException], ...] = (*rest.TRANSPORT_ERRORS, rest.ApiError)
 
 
 @dataclasses.dataclass
@@ -85,6 +95,10 @@ class WorkerContext:
     volumes: VolumeManager
     #: The cluster DNS address for ClusterFirst pods, None when the cluster has none.
     cluster_dns: Callable[[], Awaitable[str | None]] | None = None
+    #: How many first statuses (``PodWorker._announce``) may be in flight at once: a burst
+    #: of new pods would otherwise open as many new TLS connections to the API server.
+    announce_slots: asyncio.Semaphore = dataclasses.field(
+        default_factory=lambda: asyncio.Semaphore(ANNOUNCE_CONCURRENCY))
 
 
 class PodWorker:
@@ -106,6 +120,9 @@ class PodWorker:
         #: kills asked for by probes, running beside the worker's loop
         self._kills: set[asyncio.Task[None]] = set()
         self._sent: Object | None = None
+        #: Serialises status writes (the first one runs beside the sync: ``_announce``).
+        self._status_lock = asyncio.Lock()
+        self._announcing: asyncio.Task[None] | None = None
         phase = (pod.get("status") or {}).get("phase")
         #: A pod that finished stays finished: its containers are never started again.
         self._terminal: str | None = phase if phase in ("Succeeded", "Failed") else None
@@ -119,11 +136,19 @@ class PodWorker:
     # -- the loop ---------------------------------------------------------------------
 
     def update(self, pod: Object | None) -> None:
-        """The latest desired state (``None``: the pod is gone from the API)."""
+        """The latest desired state (``None``: the pod is gone from the API).
+
+        The echo of the worker's own status write (nothing but the status changed, and
+        to what was sent) is kept without waking the worker: it asks for nothing, and each
+        wake is a whole sync. A status someone else changed still wakes it, so that the
+        node's view is written back."""
+        quiet = (pod is not None and self.pod is not None and pod.get("status") == self._sent
+                 and _only_status_changed(self.pod, pod))
         self.pod = pod
         if pod is not None:
             self._last_pod = pod
-        self._wake.set()
+        if not quiet:
+            self._wake.set()
 
     async def run(self) -> None:
         try:
@@ -150,6 +175,8 @@ class PodWorker:
             self._stop_probers()
             for kill in self._kills:
                 kill.cancel()
+            if self._announcing is not None:
+                self._announcing.cancel()
 
     @property
     def terminating(self) -> bool:
@@ -177,6 +204,8 @@ class PodWorker:
     async def _sync(self, pod: Object) -> None:
         spec = pod.get("spec") or {}
         self._ensure_views(spec)
+        if self._announcing is None and self._is_new(pod):
+            self._announce(pod)
         if self._terminal is None and (forbidden := securitycontext.forbidden_sysctl(pod)):
             await self._fail(pod, "SysctlForbidden", forbidden, event_type=events.WARNING,
                              grace=0)
@@ -187,11 +216,11 @@ class PodWorker:
             await self._refresh()
             await self._write_status(pod)
             return
-        if self._sandbox is None:
+        if self._sandbox is None or (pause.wanted(spec)
+                                     and not pause.alive(self._sandbox.pid_ns)):
             try:
-                dns = await self.ctx.cluster_dns() if self.ctx.cluster_dns else None
-                self._sandbox = await self.ctx.sandboxes.ensure(pod, cluster_dns=dns)
-            except SandboxError as err:
+                await self._ensure_sandbox(pod)
+            except (SandboxError, pause.PauseError) as err:
                 self.ctx.recorder.record(pod, events.WARNING, "FailedCreatePodSandBox",
                                          f"Failed to create pod sandbox: {err}")
                 self._later(RETRY_SECONDS * 5)
@@ -209,6 +238,17 @@ class PodWorker:
             await self._stop_sidecars(pod, spec)
         await self._write_status(pod)
 
+    async def _ensure_sandbox(self, pod: Object) -> None:
+        """The sandbox, then — for ``shareProcessNamespace`` — the pod's init, whose PID
+        namespace the containers join (found again after an agent restart; started again
+        when it died, which killed every process of the pod: they restart per policy)."""
+        if self._sandbox is None:
+            dns = await self.ctx.cluster_dns() if self.ctx.cluster_dns else None
+            self._sandbox = await self.ctx.sandboxes.ensure(pod, cluster_dns=dns)
+        if pause.wanted(pod.get("spec") or {}):
+            pid_ns = await pause.ensure(self.ctx.runtime, self._sandbox, self.ctx.data_dir)
+            self._sandbox = dataclasses.replace(self._sandbox, pid_ns=pid_ns)
+
     async def _fail(self, pod: Object, reason: str, message: str, *, event_type: str,
                     grace: float) -> None:
         """The node fails the pod for good (the eviction manager's ``Evicted``, the active
@@ -220,6 +260,11 @@ class PodWorker:
         ids = await self._container_ids()
         await self._stop_in_order(pod, ids, grace, pre_stop=grace > 0)
         await self._refresh()
+
+    def _is_new(self, pod: Object) -> bool:
+        """The worker's first sync of a pod no agent has written a status for yet."""
+        return (self._sent is None and not self._adopted and self._terminal is None
+                and not (pod.get("status") or {}).get("containerStatuses"))
 
     def _past_deadline(self, spec: Object) -> bool:
         """``activeDeadlineSeconds``, counted from the pod's startTime as the kubelet's
@@ -682,7 +727,43 @@ class PodWorker:
 
     # -- status -----------------------------------------------------------------------
 
+    def _announce(self, pod: Object) -> None:
+        """A new pod's first status (containers waiting ``ContainerCreating``, or
+        ``PodInitializing`` with init containers; PodReadyToStartContainers False), as the
+        kubelet writes it before its sandbox is up: sent beside the sandbox and container
+        setup, never delaying it, and dropped if a later status went out first."""
+        status = self._status(pod)
+
+        async def send() -> None:
+            async with self.ctx.announce_slots:
+                if self._sent is not None:  # a later status went out while this queued
+                    return
+                async with self._status_lock:
+                    if self._sent is not None:
+                        return
+                    try:
+                        await self._send(pod, status)
+                    except _EXPECTED as err:  # the next status write says it all anyway
+                        log.info("pod %s: first status not written: %s", self._key(), err)
+
+        self._announcing = asyncio.create_task(send(), name=f"announce-{self.uid}")
+
     async def _write_status(self, pod: Object) -> None:
+        status = self._status(pod)
+        async with self._status_lock:
+            await self._send(pod, status)
+
+    async def _send(self, pod: Object, status: Object) -> None:
+        """Patch ``status`` unless it is what was sent last; callers hold the status lock,
+        so writes land in the order their statuses were computed."""
+        if status == self._sent:
+            return
+        md = pod["metadata"]
+        await self.ctx.pods.patch(md["name"], {"status": status},
+                                  namespace=md.get("namespace", ""), subresource="status")
+        self._sent = status
+
+    def _status(self, pod: Object) -> Object:
         spec = pod.get("spec") or {}
         init = [self._views[c["name"]] for c in spec.get("initContainers") or []
                 if c["name"] in self._views]
@@ -697,12 +778,7 @@ class PodWorker:
             reason=self._failure[0], message=self._failure[1])
         if status["phase"] in ("Succeeded", "Failed"):
             self._terminal = status["phase"]
-        if status == self._sent:
-            return
-        md = pod["metadata"]
-        await self.ctx.pods.patch(md["name"], {"status": status},
-                                  namespace=md.get("namespace", ""), subresource="status")
-        self._sent = status
+        return status
 
     # -- termination ------------------------------------------------------------------
 
@@ -720,6 +796,7 @@ class PodWorker:
         await self._stop_in_order(pod, ids, grace)
         for cid in ids:
             await self.ctx.runtime.delete(cid)
+        await pause.remove(self.ctx.runtime, self.uid)
         await self._volumes.tear_down()
         await self.ctx.sandboxes.remove(self.uid)
         self.ctx.crash_backoff.forget_prefix(f"{self.uid}/")
@@ -731,9 +808,11 @@ class PodWorker:
                                            preconditions={"uid": self.uid})
 
     async def _container_ids(self) -> list[str]:
-        """Every runtime container of this pod, including ones this worker never saw."""
+        """Every runtime container of this pod, including ones this worker never saw, but
+        not the pod's init (``kubling.node.pause``), which goes last."""
         states = await self.ctx.runtime.list()
-        return [s.id for s in states if s.id.startswith(self.uid + "_")]
+        return [s.id for s in states
+                if s.id.startswith(self.uid + "_") and not pause.is_pause(s.id)]
 
     async def _stop_in_order(self, pod: Object | None, ids: list[str], grace: float, *,
                              pre_stop: bool = True) -> None:
@@ -781,6 +860,16 @@ class PodWorker:
             await self.ctx.runtime.stop(container_id, grace, sig=signal.SIGTERM)
         except (ContainerRuntimeError, TimeoutError) as err:
             log.info("pod %s: stopping %s: %s", self._key(), container_id, err)
+
+
+def _only_status_changed(old: Object, new: Object) -> bool:
+    """The two versions differ in status (and the bookkeeping every write changes) only."""
+    if old.get("spec") != new.get("spec"):
+        return False
+    ignored = ("resourceVersion", "managedFields")
+    old_md, new_md = old.get("metadata") or {}, new.get("metadata") or {}
+    return ({k: v for k, v in old_md.items() if k not in ignored}
+            == {k: v for k, v in new_md.items() if k not in ignored})
 
 
 def _is_sidecar(container: Object) -> bool:

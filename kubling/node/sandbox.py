@@ -2,12 +2,16 @@
 after the last.
 
 kubling has no pause container: the sandbox is a named network namespace
-(``kubling-<first 12 of the pod uid>``) attached to the pod network by CNI, plus the pod's
-directory ``<data-dir>/pods/<uid>/`` holding the files every container bind-mounts
+(``kubling-<first 12 of the pod uid>``) attached to the pod network by CNI, the pod's IPC
+and UTS namespaces pinned at ``/run/kubling/ns/{ipc,uts}/kubling-<pod uid>`` (the UTS one
+carrying the pod's hostname, set when it is made; every container joins both, as they join
+the pause container's under containerd), plus the pod's directory ``<data-dir>/pods/<uid>/`` holding the files every container bind-mounts
 (``etc-hosts``, ``hostname``, ``resolv.conf``), the pod's volumes (``kubling.node.volumes``
 sets them up; ``remove`` unmounts whatever is left of them), the containers' root
 filesystems and their logs. A ``hostNetwork`` pod has no namespace and no CNI attachment:
-it uses the node's address.
+it uses the node's address, and the node's UTS namespace (hostname); a ``hostIPC`` pod
+has no IPC namespace of its own. A pod with ``shareProcessNamespace`` also gets an init
+process (``kubling.node.pause``), whose PID namespace its containers join.
 
 Both halves outlive the agent: a restarted agent finds the namespace by name and the pod's
 addresses in the CNI cache (``CNI.cached_result``), so adopting a running pod changes nothing.
@@ -19,6 +23,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import socket
 from pathlib import Path
 
 from kubling.api.meta import Object
@@ -31,6 +36,10 @@ log = logging.getLogger("kubling.node.sandbox")
 
 CLUSTER_DOMAIN = "cluster.local"
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
+#: Where the pods' pinned IPC and UTS namespaces live: ``<NS_DIR>/<kind>/kubling-<uid>``.
+NS_DIR = Path("/run/kubling/ns")
+#: The namespaces pinned per pod besides the network one.
+POD_NAMESPACES = ("ipc", "uts")
 
 
 class SandboxError(Exception):
@@ -45,6 +54,11 @@ class Sandbox:
     directory: Path
     netns_path: Path | None  # None: hostNetwork
     pod_ips: tuple[str, ...]
+    ipc_path: Path | None = None  # None: hostIPC
+    uts_path: Path | None = None  # None: hostNetwork (the node's hostname)
+    #: The shared PID namespace (``/proc/<init pid>/ns/pid``) of a pod with
+    #: ``shareProcessNamespace``; None: each container has its own (or hostPID).
+    pid_ns: str | None = None
 
     @property
     def pod_ip(self) -> str:
@@ -53,6 +67,33 @@ class Sandbox:
 
 def netns_name(uid: str) -> str:
     return f"{netns.PREFIX}{uid[:12]}"
+
+
+def namespace_path(kind: str, uid: str) -> Path:
+    """Where the pod's pinned ``ipc`` or ``uts`` namespace is."""
+    return NS_DIR / kind / f"{netns.PREFIX}{uid}"
+
+
+def pinned_uids() -> set[str]:
+    """Pods that have a pinned IPC or UTS namespace on this host (of any agent's)."""
+    uids: set[str] = set()
+    for kind in POD_NAMESPACES:
+        with contextlib.suppress(OSError):
+            uids |= {p.name.removeprefix(netns.PREFIX) for p in (NS_DIR / kind).iterdir()
+                     if p.name.startswith(netns.PREFIX)}
+    return uids
+
+
+def remove_all_namespaces() -> list[str]:
+    """Unpin every pod IPC and UTS namespace kubling made (``kubling server --cleanup``)."""
+    removed = []
+    for uid in sorted(pinned_uids()):
+        for kind in POD_NAMESPACES:
+            target = namespace_path(kind, uid)
+            if target.exists():
+                netns.unpin(target)
+                removed.append(str(target))
+    return removed
 
 
 def pod_dir(data_dir: Path, uid: str) -> Path:
@@ -79,17 +120,22 @@ class SandboxManager:
         md, spec = pod["metadata"], pod.get("spec") or {}
         uid = md["uid"]
         directory = pod_dir(self.data_dir, uid)
-        if spec.get("hostNetwork"):
-            ips: tuple[str, ...] = (self.node_ip,)
-            target: Path | None = None
-        else:
-            target, ips = await self._network(pod)
+        ipc_path, uts_path = await asyncio.to_thread(_pod_namespaces, pod, directory)
+        try:
+            if spec.get("hostNetwork"):
+                ips: tuple[str, ...] = (self.node_ip,)
+                target: Path | None = None
+            else:
+                target, ips = await self._network(pod)
+        except SandboxError:
+            _unpin_pod_namespaces(uid)
+            raise
         try:
             await asyncio.to_thread(_write_files, directory, pod, ips[0] if ips else "",
                                     cluster_dns)
         except OSError as err:
             raise SandboxError(f"cannot write the pod's files in {directory}: {err}") from err
-        return Sandbox(uid, directory, target, ips)
+        return Sandbox(uid, directory, target, ips, ipc_path=ipc_path, uts_path=uts_path)
 
     async def _network(self, pod: Object) -> tuple[Path, tuple[str, ...]]:
         md = pod["metadata"]
@@ -129,6 +175,7 @@ class SandboxManager:
         except (cnilib.CNIError, OSError) as err:
             log.warning("pod %s: CNI DEL failed: %s", uid, err)
         netns.delete(name)
+        _unpin_pod_namespaces(uid)
         directory = pod_dir(self.data_dir, uid)
         if directory.exists():
             await asyncio.to_thread(rootfs.unmount_rootfs, directory)
@@ -141,6 +188,43 @@ class SandboxManager:
             return [p.name for p in (self.data_dir / "pods").iterdir() if p.is_dir()]
         except FileNotFoundError:
             return []
+
+
+def _pod_namespaces(pod: Object, directory: Path) -> tuple[Path | None, Path | None]:
+    """The pod's IPC and UTS namespaces, pinned now or found again (agent restart); None
+    for the host's (hostIPC; hostNetwork, as upstream gives such a pod the node's UTS
+    namespace). Raises SandboxError, leaving neither behind.
+
+    The pod directory is made first: it is what a restarted agent's leftover reconciliation
+    finds a gone pod by (``known_pod_dirs``), so namespaces never outlive it unnoticed."""
+    spec, uid = pod.get("spec") or {}, pod["metadata"]["uid"]
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SandboxError(f"cannot make the pod's directory {directory}: {err}") from err
+    hostname = hostname_of(pod)
+    wanted = {"ipc": not spec.get("hostIPC"), "uts": not spec.get("hostNetwork")}
+    paths: dict[str, Path | None] = {}
+    for kind in POD_NAMESPACES:
+        target = namespace_path(kind, uid)
+        if not wanted[kind]:
+            paths[kind] = None
+            continue
+        paths[kind] = target
+        if netns.is_ns_path(target):
+            continue
+        try:
+            netns.pin_new(target, kind, inside=(lambda: socket.sethostname(hostname))
+                          if kind == "uts" else None)
+        except OSError as err:
+            _unpin_pod_namespaces(uid)
+            raise SandboxError(f"cannot create the pod's {kind} namespace: {err}") from err
+    return paths["ipc"], paths["uts"]
+
+
+def _unpin_pod_namespaces(uid: str) -> None:
+    for kind in POD_NAMESPACES:
+        netns.unpin(namespace_path(kind, uid))
 
 
 def _write_files(directory: Path, pod: Object, pod_ip: str, cluster_dns: str | None) -> None:

@@ -90,9 +90,11 @@ PODS: dict[str, dict[str, Any]] = {
         "initContainers": [_container("setup", "sleep 2")],
         "containers": [_container("main", "sleep 3")]},
     "watch-crash": {"containers": [_container("main", "sleep 1; exit 1")]},
+    # Watched: Pending, ContainerCreating (the agent's first status), Running.
+    "watch-plain": {"containers": [_container("main", "sleep 3600")]},
 }
 
-WATCHED = ("watch-init", "watch-crash")
+WATCHED = ("watch-init", "watch-crash", "watch-plain")
 
 
 def deletion_order_pod(host_dir: Path) -> dict[str, Any]:
@@ -306,3 +308,13 @@ def test_kubectl_get_pods_watch_shows_the_upstream_sequence(
     wait_for(lambda: "CrashLoopBackOff" in crash.statuses(), 40, "CrashLoopBackOff")
     assert _in_order(crash.statuses(), ["Pending", "Running", "Error", "CrashLoopBackOff"]), (
         crash.lines)
+
+
+def test_a_plain_pod_shows_container_creating_before_running(
+        pods: KublingServer, watches: dict[str, Watch]) -> None:
+    """The agent writes its first status (containers waiting ContainerCreating) beside the
+    sandbox setup, so the watch sees it between the scheduler's Pending and Running."""
+    plain = watches["watch-plain"]
+    wait_for(lambda: "Running" in plain.statuses(), 40, "watch-plain to run")
+    assert _in_order(plain.statuses(), ["Pending", "ContainerCreating", "Running"]), (
+        plain.lines)

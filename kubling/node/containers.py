@@ -34,7 +34,7 @@ from pathlib import Path
 
 from kubling.api.meta import Object
 from kubling.api.validation import _quantity
-from kubling.node import envvars, securitycontext
+from kubling.node import envvars, securitycontext, termination
 from kubling.node.images.manifest import ImageConfig
 from kubling.node.runtime import HOST, ContainerConfig, Mount, Namespaces, Resources
 from kubling.node.sandbox import Sandbox, cgroup_parent
@@ -111,7 +111,8 @@ def container_config(*, pod: Object, container: Object, image: ImageConfig, sand
         gid=gid,
         additional_gids=supplemental_groups(pod),
         hostname=None if spec.get("hostNetwork") else _hostname(sandbox),
-        mounts=mounts(pod, container, sandbox, volumes, env),
+        mounts=[*mounts(pod, container, sandbox, volumes, env),
+                *termination_mount(container, sandbox, container_id)],
         namespaces=namespaces(spec, sandbox),
         cgroups_path=f"{cgroup_parent(sandbox.uid)}/{container['name']}",
         resources=resources(container),
@@ -146,6 +147,17 @@ def seccomp_root(sandbox: Sandbox) -> Path:
     """Where ``Localhost`` seccomp profiles live: ``<data-dir>/seccomp`` (the kubelet's
     ``/var/lib/kubelet/seccomp``), beside the ``<data-dir>/pods`` holding the sandbox."""
     return sandbox.directory.parent.parent / "seccomp"
+
+
+def termination_mount(container: Object, sandbox: Sandbox,
+                      container_id: ContainerId) -> list[Mount]:
+    """The attempt's termination-message file at ``terminationMessagePath`` (the kubelet
+    mounts one into every container that has a path)."""
+    target = container.get("terminationMessagePath")
+    if not target:
+        return []
+    directory = ContainerPaths(sandbox.directory, container["name"]).directory
+    return [Mount.bind(termination.message_path(directory, container_id.attempt), target)]
 
 
 def command_line(container: Object, image: ImageConfig) -> list[str]:

@@ -50,6 +50,7 @@ from kubling.node import (
     podstatus,
     probes,
     securitycontext,
+    termination,
 )
 from kubling.node.backoff import Backoff
 from kubling.node.imagepull import ContainerImage, ImageManager, ImagePullFailure
@@ -108,6 +109,10 @@ class PodWorker:
         self.uid = uid
         self.pod: Object | None = pod
         self._last_pod: Object = pod
+        #: Refused by the node's admission (a forbidden sysctl): no sandbox, no containers.
+        self._rejected = False
+        #: Each terminated attempt's message, by runtime container id (read once).
+        self._termination_messages: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._wake.set()
         self._sandbox: Sandbox | None = None
@@ -206,9 +211,16 @@ class PodWorker:
         self._ensure_views(spec)
         if self._announcing is None and self._is_new(pod):
             self._announce(pod)
-        if self._terminal is None and (forbidden := securitycontext.forbidden_sysctl(pod)):
-            await self._fail(pod, "SysctlForbidden", forbidden, event_type=events.WARNING,
-                             grace=0)
+        if self._terminal is None and self._sandbox is None and (
+                forbidden := securitycontext.forbidden_sysctl(pod)):
+            # The kubelet's admission: rejected before anything is made for the pod.
+            self.ctx.recorder.record(pod, events.WARNING, "SysctlForbidden", forbidden)
+            self._terminal = "Failed"
+            self._failure = ("SysctlForbidden", f"Pod was rejected: {forbidden}")
+            self._rejected = True
+        if self._rejected:
+            await self._write_status(pod)
+            return
         if self._terminal is None and self._past_deadline(spec):
             await self._fail(pod, "DeadlineExceeded", DEADLINE_MESSAGE, event_type=events.NORMAL,
                              grace=_grace(spec))
@@ -355,9 +367,27 @@ class PodWorker:
             view.waiting_reason, view.waiting_message = "", ""
             view.terminated = podstatus.terminated(
                 state.exit_code, reason=reason, container_id=view.container_id,
+                message=self._termination_message(view, state.exit_code),
                 started=state.started_at, finished=state.finished_at)
             if not view.image_ref:
                 view.image_ref = self._image_ref_of(view.name)
+
+    def _termination_message(self, view: ContainerView, exit_code: int) -> str:
+        """The attempt's termination message (``termination``), read once per attempt."""
+        known = self._termination_messages.get(view.container_id)
+        if known is not None:
+            return known
+        parsed = containers.ContainerId.parse(view.container_id)
+        spec = next((dict(c) for key in ("containers", "initContainers", "ephemeralContainers")
+                     for c in (self._last_pod.get("spec") or {}).get(key) or []
+                     if c.get("name") == view.name), None)
+        if parsed is None or spec is None:
+            return ""
+        paths = containers.ContainerPaths(self._pod_dir(), view.name)
+        text = termination.message(spec, paths.directory, parsed.attempt, exit_code=exit_code,
+                                   log_path=paths.log_path(parsed.attempt))
+        self._termination_messages[view.container_id] = text
+        return text
 
     def _image_ref_of(self, name: str) -> str:
         """After an agent restart: the imageID from the marker the container left."""
@@ -434,9 +464,12 @@ class PodWorker:
                 await self._start(pod, container, view)
 
     async def _stop_sidecars(self, pod: Object, spec: Object) -> None:
-        """The pod finished (or failed): its running sidecars are stopped, last first."""
+        """The pod finished (or failed): its running sidecars and ephemeral containers are
+        stopped (the kubelet kills every container of a finished pod), sidecars last."""
         running = [view.container_id for view in self._views.values()
-                   if view.sidecar and view.running and view.container_id]
+                   if view.ephemeral and view.running and view.container_id]
+        running += [view.container_id for view in self._views.values()
+                    if view.sidecar and view.running and view.container_id]
         if running:
             await self._stop_in_order(pod, running, _grace(spec))
             await self._refresh()
@@ -539,6 +572,8 @@ class PodWorker:
             return
         try:
             root = await asyncio.to_thread(self._prepare_rootfs, image, paths, cid.attempt)
+            await asyncio.to_thread(termination.prepare, container, paths.directory,
+                                    cid.attempt)
             config = containers.container_config(
                 pod=pod, container=container, image=image.config, sandbox=self._sandbox,
                 container_id=cid, rootfs=root, env=env, volumes=self._volumes.mounted())

@@ -177,7 +177,8 @@ def test_unsafe_sysctl_rejects_the_pod(server: AgentServer) -> None:
              20, "the pod to be rejected")
     status = pod(server, "sysctl-unsafe")["status"]
     assert status["reason"] == "SysctlForbidden"
-    assert status["message"] == 'forbidden sysctl: "kernel.msgmax" not allowlisted'
+    assert status["message"] == 'Pod was rejected: forbidden sysctl: "kernel.msgmax" not allowlisted'
+    assert "podIP" not in status  # rejected before its sandbox was made
     events = server.kubectl("get", "events", "--field-selector",
                             "involvedObject.name=sysctl-unsafe", "-o",
                             "custom-columns=R:.reason,M:.message").stdout

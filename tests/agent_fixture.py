@@ -39,9 +39,14 @@ def link_exists(name: str) -> bool:
 
 
 def _kubling_cgroups() -> set[Path]:
-    """The agent's parent cgroups (``/kubling`` in each hierarchy of this hybrid host)."""
-    return set(Path("/sys/fs/cgroup").glob("*/kubling")) | set(
-        Path("/sys/fs/cgroup").glob("kubling"))
+    """The agent's parent cgroups: ``/kubling`` and its QoS classes' ``burstable`` and
+    ``besteffort`` in each hierarchy of this hybrid host."""
+    root = Path("/sys/fs/cgroup")
+    found: set[Path] = set()
+    for pattern in ("kubling", "*/kubling", "kubling/burstable", "kubling/besteffort",
+                    "*/kubling/burstable", "*/kubling/besteffort"):
+        found |= set(root.glob(pattern))
+    return found
 
 
 def _netns() -> set[str]:
@@ -81,8 +86,9 @@ def agent_host() -> Iterator[None]:
             for name in _netns() - netns_before:
                 if name.startswith("kubling-"):
                     subprocess.run(["ip", "netns", "del", name], check=False)
-            for cgroup in _kubling_cgroups() - cgroups_before:
-                with contextlib.suppress(OSError):  # only an empty one goes
+            for cgroup in sorted(_kubling_cgroups() - cgroups_before,
+                                 key=lambda p: len(p.parts), reverse=True):
+                with contextlib.suppress(OSError):  # only an empty one goes, deepest first
                     cgroup.rmdir()
 
 

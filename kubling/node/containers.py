@@ -37,7 +37,7 @@ from kubling.api.validation import _quantity
 from kubling.node import envvars, securitycontext, termination
 from kubling.node.images.manifest import ImageConfig
 from kubling.node.runtime import HOST, ContainerConfig, Mount, Namespaces, Resources
-from kubling.node.sandbox import Sandbox, cgroup_parent
+from kubling.node.sandbox import Sandbox
 from kubling.node.volumes import Mounted
 
 _UID_LENGTH = 36
@@ -114,7 +114,7 @@ def container_config(*, pod: Object, container: Object, image: ImageConfig, sand
         mounts=[*mounts(pod, container, sandbox, volumes, env),
                 *termination_mount(container, sandbox, container_id)],
         namespaces=namespaces(spec, sandbox),
-        cgroups_path=f"{cgroup_parent(sandbox.uid)}/{container['name']}",
+        cgroups_path=f"{sandbox.cgroup}/{container['name']}",
         resources=resources(container),
         cap_add=list(capabilities.get("add") or []),
         cap_drop=list(capabilities.get("drop") or []),

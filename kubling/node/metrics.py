@@ -1,7 +1,8 @@
 """Resource usage of the node, its pods and their containers, as the kubelet serves it.
 
 Two documents on the agent's :10250, both read straight from the cgroups the runtime made
-(``/kubling/pod<uid>/<container>``, cgroup v1, v2 or the hybrid of both):
+(``/kubling[/burstable|/besteffort]/pod<uid>/<container>``, cgroup v1, v2 or the hybrid
+of both):
 
 - ``/metrics/resource``: the Prometheus text metrics-server scrapes for ``kubectl top``
   (``node_cpu_usage_seconds_total``, ``node_memory_working_set_bytes``, the same per pod and
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from kubling.api.meta import Object
 from kubling.node.runtime import cgroups
-from kubling.node.sandbox import cgroup_parent
+from kubling.node.sandbox import cgroup_parent, qos_class_of
 
 __all__ = ["Sampler", "Usage", "cgroup_usage", "node_usage", "resource_metrics"]
 
@@ -129,6 +130,7 @@ class _Container:
     uid: str
     name: str
     started: float | None
+    parent: str  # the pod's cgroup
 
 
 def _containers(pods: Iterable[Object]) -> list[_Container]:
@@ -144,7 +146,8 @@ def _containers(pods: Iterable[Object]) -> list[_Container]:
                     continue
                 found.append(_Container(md.get("namespace", ""), md.get("name", ""),
                                         md.get("uid", ""), cs.get("name", ""),
-                                        _timestamp(running.get("startedAt"))))
+                                        _timestamp(running.get("startedAt")),
+                                        cgroup_parent(md.get("uid", ""), qos_class_of(pod))))
     return found
 
 
@@ -199,7 +202,7 @@ def resource_metrics(pods: Iterable[Object]) -> str:
     error = 0
     pods_seen: set[tuple[str, str, str]] = set()
     for c in sorted(_containers(pods), key=lambda c: (c.namespace, c.pod, c.name)):
-        usage = cgroup_usage(f"{cgroup_parent(c.uid)}/{c.name}")
+        usage = cgroup_usage(f"{c.parent}/{c.name}")
         if usage.cpu_ns is None and usage.working_set is None:
             error = 1
             continue
@@ -209,7 +212,7 @@ def resource_metrics(pods: Iterable[Object]) -> str:
         add("container_start_time_seconds", c.started, None, **labels)
         if (c.namespace, c.pod, c.uid) not in pods_seen:
             pods_seen.add((c.namespace, c.pod, c.uid))
-            pod_usage = cgroup_usage(cgroup_parent(c.uid))
+            pod_usage = cgroup_usage(c.parent)
             add("pod_cpu_usage_seconds_total", _seconds(pod_usage.cpu_ns), pod_usage.at_ns,
                 namespace=c.namespace, pod=c.pod)
             add("pod_memory_working_set_bytes", pod_usage.working_set, pod_usage.at_ns,
@@ -278,9 +281,9 @@ class Sampler:
                 entry = by_pod[c.uid] = {
                     "podRef": {"name": c.pod, "namespace": c.namespace, "uid": c.uid},
                     "startTime": _pod_start(pod_list, c.uid), "containers": [],
-                    **self._stats(c.uid, cgroup_usage(cgroup_parent(c.uid)))}
+                    **self._stats(c.uid, cgroup_usage(c.parent))}
             container: Object = {"name": c.name, **self._stats(
-                f"{c.uid}/{c.name}", cgroup_usage(f"{cgroup_parent(c.uid)}/{c.name}"))}
+                f"{c.uid}/{c.name}", cgroup_usage(f"{c.parent}/{c.name}"))}
             if c.started is not None:
                 container["startTime"] = _rfc3339(int(c.started * 1e9))
             entry["containers"].append(container)

@@ -32,7 +32,7 @@ from kubling.node.runtime import (
     Runtime,
     SpecError,
 )
-from kubling.node.sandbox import Sandbox, cgroup_parent
+from kubling.node.sandbox import Sandbox
 
 NAME = "POD"
 BUSYBOX = Path("/bin/busybox")
@@ -106,7 +106,7 @@ def config(sandbox: Sandbox, root: Path) -> ContainerConfig:
             network=HOST if sandbox.netns_path is None else str(sandbox.netns_path),
             ipc=HOST if sandbox.ipc_path is None else str(sandbox.ipc_path),
             uts=HOST if sandbox.uts_path is None else str(sandbox.uts_path)),
-        cgroups_path=f"{cgroup_parent(sandbox.uid)}/{NAME}",
+        cgroups_path=f"{sandbox.cgroup}/{NAME}",
         resources=Resources(cpu_shares=2),
         cap_drop=["ALL"],
         no_new_privileges=True,

@@ -59,6 +59,13 @@ class Sandbox:
     #: The shared PID namespace (``/proc/<init pid>/ns/pid``) of a pod with
     #: ``shareProcessNamespace``; None: each container has its own (or hostPID).
     pid_ns: str | None = None
+    #: The pod's cgroup (``cgroup_parent``: below its QoS class's); see ``cgroup``.
+    cgroup_parent: str = ""
+
+    @property
+    def cgroup(self) -> str:
+        """The pod's cgroup, BestEffort's when the sandbox was made without a class."""
+        return self.cgroup_parent or cgroup_parent(self.uid, "BestEffort")
 
     @property
     def pod_ip(self) -> str:
@@ -100,9 +107,22 @@ def pod_dir(data_dir: Path, uid: str) -> Path:
     return data_dir / "pods" / uid
 
 
-def cgroup_parent(uid: str) -> str:
+#: Where the pods of each QoS class live: the kubelet's cgroupfs layout (``kubepods/``,
+#: ``kubepods/burstable/``, ``kubepods/besteffort/``) with ``/kubling`` as its root.
+QOS_PARENTS = {"Guaranteed": "/kubling", "Burstable": "/kubling/burstable",
+               "BestEffort": "/kubling/besteffort"}
+
+
+def qos_class_of(pod: Object) -> str:
+    """The QoS class the API server gave the pod at create (immutable); BestEffort for a
+    pod that has none."""
+    qos = (pod.get("status") or {}).get("qosClass")
+    return qos if qos in QOS_PARENTS else "BestEffort"
+
+
+def cgroup_parent(uid: str, qos_class: str) -> str:
     """The pod's cgroup, parent of its containers' (cgroupfs style, below /kubling)."""
-    return f"/kubling/pod{uid}"
+    return f"{QOS_PARENTS.get(qos_class, QOS_PARENTS['BestEffort'])}/pod{uid}"
 
 
 class SandboxManager:
@@ -135,7 +155,8 @@ class SandboxManager:
                                     cluster_dns)
         except OSError as err:
             raise SandboxError(f"cannot write the pod's files in {directory}: {err}") from err
-        return Sandbox(uid, directory, target, ips, ipc_path=ipc_path, uts_path=uts_path)
+        return Sandbox(uid, directory, target, ips, ipc_path=ipc_path, uts_path=uts_path,
+                       cgroup_parent=cgroup_parent(uid, qos_class_of(pod)))
 
     async def _network(self, pod: Object) -> tuple[Path, tuple[str, ...]]:
         md = pod["metadata"]
@@ -179,8 +200,9 @@ class SandboxManager:
         directory = pod_dir(self.data_dir, uid)
         if directory.exists():
             await asyncio.to_thread(rootfs.unmount_rootfs, directory)
-        with contextlib.suppress(OSError):
-            cgroups.remove_cgroup(cgroup_parent(uid))
+        for qos_class in QOS_PARENTS:  # after a restart the pod object may be gone
+            with contextlib.suppress(OSError):
+                cgroups.remove_cgroup(cgroup_parent(uid, qos_class))
 
     def known_pod_dirs(self) -> list[str]:
         """UIDs that have a pod directory here (for garbage collection after a restart)."""

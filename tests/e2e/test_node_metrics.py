@@ -84,3 +84,30 @@ def test_metrics_resource_and_stats_summary(server: AgentServer) -> None:
     assert main["memory"]["workingSetBytes"] >= 20 * 1024 * 1024
     assert main["cpu"]["usageCoreNanoSeconds"] > 500_000_000
 
+
+
+def test_pods_sit_below_their_qos_class_cgroup(server: AgentServer) -> None:
+    """The kubelet's cgroupfs layout: Guaranteed pods directly below the root (here
+    /kubling), Burstable and BestEffort ones below their class's cgroup; the container's
+    own /proc/self/cgroup says where it is."""
+    cases = {  # name: (resources, QoS class, parent cgroup)
+        "qos-guaranteed": ({"limits": {"cpu": "100m", "memory": "64Mi"}}, "Guaranteed",
+                           "/kubling"),
+        "qos-burstable": ({"requests": {"cpu": "50m"}}, "Burstable", "/kubling/burstable"),
+        "qos-besteffort": ({}, "BestEffort", "/kubling/besteffort"),
+    }
+    for name, (resources, _qos, _parent) in cases.items():
+        server.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                "name": "main", "image": "busybox:latest", "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", "cat /proc/self/cgroup; sleep 3600"],
+                "resources": resources}]}}))
+    for name, (_resources, qos, parent) in cases.items():
+        obj = wait_running(server, name)
+        assert obj["status"]["qosClass"] == qos
+        wait_for(lambda n=name: ":memory:" in server.kubectl("logs", n).stdout, 10,
+                 f"{name}'s cgroups")
+        memory = next(line for line in server.kubectl("logs", name).stdout.splitlines()
+                      if ":memory:" in line)
+        assert memory.split(":", 2)[2] == f"{parent}/pod{obj['metadata']['uid']}/main", memory

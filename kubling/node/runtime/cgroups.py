@@ -3,7 +3,7 @@ to remove what runc left, and whether the kernel OOM-killed something in one.
 
 Works on cgroup v1, v2 and the hybrid of both (v1 controllers plus a v2 tree that holds no
 controllers), because it reads the hierarchies from the mount table instead of guessing.
-Paths are cgroupfs style ("/kubling/pod<uid>/<ctr>"), relative to each hierarchy's root.
+Paths are cgroupfs style ("/kubling/burstable/pod<uid>/<ctr>"), relative to each hierarchy's root.
 """
 
 from __future__ import annotations

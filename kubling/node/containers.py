@@ -246,12 +246,14 @@ def _hostname(sandbox: Sandbox) -> str:
 
 def mounts(pod: Object, container: Object, sandbox: Sandbox, volumes: Mapping[str, Mounted],
            env: Mapping[str, str]) -> list[Mount]:
-    """The sandbox's managed files, then the container's ``volumeMounts``: a bind of the
+    """The pod's /dev/shm and the sandbox's managed files, then the container's
+    ``volumeMounts`` (so a volume at /dev/shm replaces the pod's): a bind of the
     volume's directory (or of its ``subPath`` / expanded ``subPathExpr``), read-only when the
     mount or the volume kind says so. Only the default propagation (private) exists here:
     ``mountPropagation`` is accepted and not honoured."""
     spec = pod.get("spec") or {}
-    out = [Mount.bind(sandbox.directory / "etc-hosts", "/etc/hosts"),
+    out = [Mount.bind(sandbox.shm_path or Path("/dev/shm"), "/dev/shm"),
+           Mount.bind(sandbox.directory / "etc-hosts", "/etc/hosts"),
            Mount.bind(sandbox.directory / "resolv.conf", "/etc/resolv.conf")]
     if not spec.get("hostNetwork"):
         out.append(Mount.bind(sandbox.directory / "hostname", "/etc/hostname"))

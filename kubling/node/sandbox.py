@@ -31,6 +31,7 @@ from kubling.network import cni as cnilib
 from kubling.network import netns
 from kubling.node.images import rootfs
 from kubling.node.runtime import cgroups
+from kubling.node.volumes import tmpfs
 
 log = logging.getLogger("kubling.node.sandbox")
 
@@ -61,6 +62,9 @@ class Sandbox:
     pid_ns: str | None = None
     #: The pod's cgroup (``cgroup_parent``: below its QoS class's); see ``cgroup``.
     cgroup_parent: str = ""
+    #: The pod's /dev/shm, a tmpfs every container binds (POSIX shared memory lives there,
+    #: beside the IPC namespace's System V objects); None: the host's (hostIPC).
+    shm_path: Path | None = None
 
     @property
     def cgroup(self) -> str:
@@ -103,6 +107,10 @@ def remove_all_namespaces() -> list[str]:
     return removed
 
 
+#: containerd's default size of a sandbox's /dev/shm (Docker's --shm-size default too).
+SHM_SIZE = 64 * 1024 * 1024
+
+
 def pod_dir(data_dir: Path, uid: str) -> Path:
     return data_dir / "pods" / uid
 
@@ -141,6 +149,13 @@ class SandboxManager:
         uid = md["uid"]
         directory = pod_dir(self.data_dir, uid)
         ipc_path, uts_path = await asyncio.to_thread(_pod_namespaces, pod, directory)
+        shm_path = None if spec.get("hostIPC") else directory / "shm"
+        if shm_path is not None:
+            try:
+                await asyncio.to_thread(tmpfs.mount, shm_path, size=SHM_SIZE, mode=0o1777)
+            except OSError as err:
+                _unpin_pod_namespaces(uid)
+                raise SandboxError(f"cannot mount the pod's /dev/shm: {err}") from err
         try:
             if spec.get("hostNetwork"):
                 ips: tuple[str, ...] = (self.node_ip,)
@@ -156,7 +171,7 @@ class SandboxManager:
         except OSError as err:
             raise SandboxError(f"cannot write the pod's files in {directory}: {err}") from err
         return Sandbox(uid, directory, target, ips, ipc_path=ipc_path, uts_path=uts_path,
-                       cgroup_parent=cgroup_parent(uid, qos_class_of(pod)))
+                       cgroup_parent=cgroup_parent(uid, qos_class_of(pod)), shm_path=shm_path)
 
     async def _network(self, pod: Object) -> tuple[Path, tuple[str, ...]]:
         md = pod["metadata"]

@@ -120,6 +120,26 @@ def test_ipc_objects_are_seen_across_containers(server: AgentServer) -> None:
     assert "kubling-q" not in sh(server, "other", "main", "ls /dev/mqueue").split()
 
 
+def test_dev_shm_is_the_pods(server: AgentServer) -> None:
+    """POSIX shared memory lives in /dev/shm: one 64 MiB tmpfs per pod, bound into each of
+    its containers (containerd's sandbox /dev/shm); a hostIPC pod gets the node's."""
+    wait_running(server, "pair")
+    sh(server, "pair", "a", "echo shared > /dev/shm/kubling-seg")
+    assert sh(server, "pair", "b", "cat /dev/shm/kubling-seg") == "shared"
+    assert "kubling-seg" not in sh(server, "other", "main", "ls /dev/shm").split()
+    size = sh(server, "pair", "b", "df -k /dev/shm | tail -1").split()[1]
+    assert size == str(64 * 1024)
+    marker = Path("/dev/shm") / f"kubling-host-shm-{os.getpid()}"
+    marker.write_text("from the node")
+    try:
+        run_pod(server, "shm-hostipc", {"main": "sleep 3600"}, hostIPC=True)
+        assert sh(server, "shm-hostipc", "main", f"cat /dev/shm/{marker.name}") == \
+            "from the node"
+    finally:
+        marker.unlink()
+        delete_and_wait(server, "shm-hostipc")
+
+
 def test_hostname_and_subdomain(server: AgentServer) -> None:
     run_pod(server, "named", {"a": "sleep 3600", "b": "sleep 3600"},
             hostname="web-0", subdomain="web")

@@ -23,7 +23,11 @@ def _mounts(tmp_path: Path, volume_mounts: list[dict[str, Any]],
             volumes: dict[str, Mounted], env: dict[str, str] | None = None) -> list[Any]:
     sandbox = Sandbox("uid", tmp_path, None, ())
     container = {"name": "main", "volumeMounts": volume_mounts}
-    return containers.mounts(POD, container, sandbox, volumes, env or {})[3:]
+    # The first four are the sandbox's: /dev/shm, /etc/hosts, /etc/resolv.conf, hostname.
+    managed = containers.mounts(POD, container, sandbox, volumes, env or {})
+    assert [m.destination for m in managed[:4]] == [
+        "/dev/shm", "/etc/hosts", "/etc/resolv.conf", "/etc/hostname"]
+    return managed[4:]
 
 
 def test_projected_kinds_are_read_only_and_others_follow_the_mount(tmp_path: Path) -> None:

@@ -202,7 +202,7 @@ class Scraper:
             async with session.get(url, ssl=self.connector.context(skip_verify=False)) as resp:
                 if resp.status != 200:
                     raise ValueError(f'request failed, status: "{resp.status} {resp.reason}"')
-                body = await resp.content.read(MAX_BODY)
+                body = await _read_body(resp)
             batch = decode(body.decode(errors="replace"), name, now_ns=time.time_ns())
         except (aiohttp.ClientError, TimeoutError, ValueError) as err:
             if name not in self._failing:
@@ -224,3 +224,14 @@ def _why(url: str, netloc: str, err: Exception) -> str:
     if isinstance(err, TimeoutError):
         return f'Get "{url}": context deadline exceeded'
     return f"{url}: {err}"  # a bad status or an unparsable document
+
+
+async def _read_body(resp: aiohttp.ClientResponse) -> bytes:
+    """The whole body, at most ``MAX_BODY`` bytes (``read(n)`` returns what is buffered,
+    which for a body of several TLS records is only its beginning)."""
+    body = bytearray()
+    async for chunk in resp.content.iter_any():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise ValueError(f"the answer is larger than {MAX_BODY} bytes")
+    return bytes(body)

@@ -63,7 +63,7 @@ class ObjectGetter:
         if await self.registry.caches.catch_up():
             cached = store.cache.items.get(key)
             return None if cached is None else cached.obj
-        kv = await store.read(key)
+        kv = await store.backend.get(key)  # not store.read: it would wait for the cache again
         return None if kv is None else store.load(kv)
 
 

@@ -146,6 +146,8 @@ def rotate(path: Path, policy: LogRotatePolicy, reopen: Callable[[], None], *,
     try:
         reopen()
     except Exception as err:
+        if path.exists():  # the runtime did reopen, only late: the rotation happened
+            return rotated
         try:
             os.rename(rotated, path)  # so that the next round tries again
         except OSError as back:

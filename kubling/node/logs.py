@@ -262,8 +262,13 @@ async def stream_log(path: Path, options: LogOptions, write: Write,
                     return
                 continue
             if handle is not None and await asyncio.to_thread(_rotated, handle, path):
-                # The old file was read to its end and the runtime writes to a new one now
-                # (conmon closed the old one before the new one appeared): follow that.
+                # The runtime writes to a new file now (conmon closed the old one before the
+                # new one appeared). What it wrote to the old one after our last read and
+                # before closing it is read first, then the new file is followed.
+                rest = await asyncio.to_thread(handle.read)
+                lines = [line for line in parser.feed(rest) if options.wanted(line)]
+                if not await _emit(lines, options, limit, write):
+                    return
                 handle.close()
                 handle = await asyncio.to_thread(_open, path)
                 continue

@@ -53,9 +53,21 @@ def wanted(spec: dict[str, object]) -> bool:
     return bool(spec.get("shareProcessNamespace")) and not spec.get("hostPID")
 
 
-def alive(pid_ns: str | None) -> bool:
-    """Whether the init behind ``pid_ns`` (``/proc/<pid>/ns/pid``) still runs."""
-    return pid_ns is not None and os.path.exists(pid_ns)
+def alive(sandbox: Sandbox) -> bool:
+    """Whether the pod's init behind ``sandbox.pid_ns`` (``/proc/<pid>/ns/pid``) still runs:
+    that PID must still be in the init's cgroup, so a PID the kernel gave to another process
+    after the init died is not taken for it (joining that PID namespace would put the pod's
+    containers in someone else's, often the node's)."""
+    if sandbox.pid_ns is None:
+        return False
+    parts = sandbox.pid_ns.split("/")
+    if len(parts) < 3 or not parts[2].isdigit():
+        return False
+    try:
+        memberships = Path(f"/proc/{parts[2]}/cgroup").read_text()
+    except OSError:
+        return False
+    return f"{sandbox.cgroup}/{NAME}\n" in memberships
 
 
 def container_id(uid: str) -> str:

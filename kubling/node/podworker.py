@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime
+import glob
 import logging
 import signal
 import time
@@ -211,7 +212,7 @@ class PodWorker:
         self._ensure_views(spec)
         if self._announcing is None and self._is_new(pod):
             self._announce(pod)
-        if self._terminal is None and self._sandbox is None and (
+        if self._terminal is None and self._sandbox is None and not self._adopted and (
                 forbidden := securitycontext.forbidden_sysctl(pod)):
             # The kubelet's admission: rejected before anything is made for the pod.
             self.ctx.recorder.record(pod, events.WARNING, "SysctlForbidden", forbidden)
@@ -229,7 +230,7 @@ class PodWorker:
             await self._write_status(pod)
             return
         if self._sandbox is None or (pause.wanted(spec)
-                                     and not pause.alive(self._sandbox.pid_ns)):
+                                     and not pause.alive(self._sandbox)):
             try:
                 await self._ensure_sandbox(pod)
             except (SandboxError, pause.PauseError) as err:
@@ -530,9 +531,18 @@ class PodWorker:
     def _drop_old_log(self, name: str, attempt: int) -> None:
         """Keep the log of the attempt before the current one (``kubectl logs --previous``)
         and no older one, as the kubelet keeps one dead container per container."""
-        if attempt >= 0:
+        if attempt < 0:
+            return
+        paths = containers.ContainerPaths(self._pod_dir(), name)
+        log_path = paths.log_path(attempt)
+        # The log with its rotated (and gzipped) pieces, and the attempt's termination file.
+        doomed = [log_path, termination.message_path(paths.directory, attempt),
+                  *log_path.parent.glob(glob.escape(log_path.name) + ".*")]
+        for path in doomed:
             with contextlib.suppress(FileNotFoundError):
-                containers.ContainerPaths(self._pod_dir(), name).log_path(attempt).unlink()
+                path.unlink()
+        self._termination_messages.pop(
+            str(containers.ContainerId(self.uid, name, attempt)), None)
 
     async def _remove_container(self, view: ContainerView) -> None:
         if not view.container_id:

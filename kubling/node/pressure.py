@@ -43,7 +43,7 @@ MONITOR_PERIOD_SECONDS = 10.0
 PRESSURE_TRANSITION_PERIOD_SECONDS = 300.0
 #: The kubelet's DefaultEvictionHard on Linux.
 DEFAULT_EVICTION_HARD = ("memory.available<100Mi,nodefs.available<10%,"
-                         "nodefs.inodesFree<5%,imagefs.available<15%")
+                         "nodefs.inodesFree<5%,imagefs.available<15%,imagefs.inodesFree<5%")
 
 MEMORY_PRESSURE = "MemoryPressure"
 DISK_PRESSURE = "DiskPressure"

@@ -193,3 +193,41 @@ def test_metric_resolution_flag() -> None:
     for bad in ("500ms", "15", "soon"):
         with pytest.raises(SystemExit):
             parser.parse_args(["--metric-resolution", bad])
+
+
+def test_a_body_in_many_pieces_is_read_whole() -> None:
+    """An agent's answer larger than one read arrives in pieces: all of it is decoded."""
+    import asyncio
+
+    import aiohttp
+    from aiohttp import web
+
+    from kubling.apiserver.metricsscraper import _read_body
+
+    line = b'container_cpu_usage_seconds_total{container="c",namespace="n",pod="p"} 1.5 1\n'
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(40):
+            await response.write(line * 50)
+            await asyncio.sleep(0.001)
+        await response.write_eof()
+        return response
+
+    async def scenario() -> bytes:
+        app = web.Application()
+        app.router.add_get("/metrics/resource", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            async with aiohttp.ClientSession() as session, session.get(
+                    f"http://127.0.0.1:{port}/metrics/resource") as resp:
+                return await _read_body(resp)
+        finally:
+            await runner.cleanup()
+
+    assert asyncio.run(scenario()) == line * 50 * 40

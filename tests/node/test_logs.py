@@ -210,3 +210,27 @@ def test_follow_moves_on_to_the_new_file_after_a_rotation(tmp_path: Path) -> Non
     out = run_stream(path, LogOptions(follow=True), exited.is_set)
     thread.join()
     assert out == b"".join(f"line {i}\n".encode() for i in range(5))
+
+
+def test_lines_written_to_the_old_file_just_before_the_switch_are_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """conmon may write to the old file between the follower's last read of it and its
+    check for a new one: those lines are read before the follower moves on."""
+    path = tmp_path / "0.log"
+    path.write_bytes(cri((T0, "stdout", "F", "line 0")))
+    original = logs._rotated
+    switched = threading.Event()
+
+    def rotated_in_the_window(handle: Any, where: Path) -> bool:
+        if not switched.is_set():
+            switched.set()
+            old = tmp_path / "0.log.20240501-120000"
+            path.rename(old)
+            with old.open("ab") as f:  # written after the follower's read, before the check
+                f.write(cri((T1, "stdout", "F", "line 1")))
+            path.write_bytes(cri((T1, "stdout", "F", "line 2")))
+        return original(handle, where)
+
+    monkeypatch.setattr(logs, "_rotated", rotated_in_the_window)
+    out = run_stream(path, LogOptions(follow=True), switched.is_set)
+    assert out == b"line 0\nline 1\nline 2\n"

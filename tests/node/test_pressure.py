@@ -19,7 +19,8 @@ def test_the_kubelet_defaults() -> None:
         Threshold("memory.available", quantity=100 * 1024 * 1024),
         Threshold("nodefs.available", percentage=0.10),
         Threshold("nodefs.inodesFree", percentage=0.05),
-        Threshold("imagefs.available", percentage=0.15))
+        Threshold("imagefs.available", percentage=0.15),
+        Threshold("imagefs.inodesFree", percentage=0.05))
 
 
 def test_eviction_hard_syntax_and_errors() -> None:

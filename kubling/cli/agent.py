@@ -68,21 +68,10 @@ def build_parser(prog: str = "kubling agent") -> argparse.ArgumentParser:
     parser.add_argument("--node-ip", default="", type=_ip,
                         help="address the cluster reaches this node at (default: the host's "
                         "first IPv4 address)")
-    parser.add_argument("--kubelet-port", type=int, default=10250,
-                        help="HTTPS port of the node agent's server (kubectl logs/exec reach "
-                        "it through the API server) (default %(default)s)")
-    parser.add_argument("--cni-conf-dir", default="/etc/cni/net.d",
-                        help="CNI configuration directory; kubling writes its default network "
-                        "there when it is empty (default %(default)s)")
-    parser.add_argument("--cni-bin-dir", default="/usr/lib/cni:/opt/cni/bin",
-                        help="colon-separated directories of CNI plugins (default %(default)s)")
     comps.add_node_flags(parser)
     parser.add_argument("--disable-kube-proxy", action="store_true",
                         help="do not program Services into nftables on this node")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text",
-                        help="log line format (default %(default)s)")
-    parser.add_argument("-v", "--verbosity", action="count", default=0,
-                        help="more logs (-v info, -vv debug)")
+    logs.add_flags(parser)
     return parser
 
 

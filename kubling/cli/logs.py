@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import logging
 import sys
@@ -30,6 +31,14 @@ class _JSONFormatter(logging.Formatter):
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """``--log-format`` and ``-v``, read by ``setup``."""
+    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="log line format (default %(default)s)")
+    parser.add_argument("-v", "--verbosity", action="count", default=0,
+                        help="more logs (-v info, -vv debug)")
 
 
 def setup(*, fmt: str = "text", verbosity: int = 0) -> None:

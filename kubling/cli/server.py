@@ -86,11 +86,6 @@ def build_parser(prog: str = "kubling server") -> argparse.ArgumentParser:
                         "them run and complete as on a real node) for tests and scale")
     parser.add_argument("--disable-agent", action="store_true",
                         help="run no node agent: a pure control plane (pods need other nodes)")
-    parser.add_argument("--cni-conf-dir", default="/etc/cni/net.d",
-                        help="CNI configuration directory; kubling writes its default network "
-                        "there when it is empty (default %(default)s)")
-    parser.add_argument("--cni-bin-dir", default="/usr/lib/cni:/opt/cni/bin",
-                        help="colon-separated directories of CNI plugins (default %(default)s)")
     parser.add_argument("--cluster-dns", default="10.43.0.10", type=_ip,
                         help="address of the cluster DNS Service kube-system/kube-dns, in "
                         "--service-cidr (default %(default)s)")
@@ -109,18 +104,12 @@ def build_parser(prog: str = "kubling server") -> argparse.ArgumentParser:
     parser.add_argument("--metric-resolution", type=_resolution, default="15s",
                         help="how often the nodes' resource usage is scraped for kubectl top "
                         "and metrics.k8s.io, a duration such as 15s (default %(default)s)")
-    parser.add_argument("--kubelet-port", type=int, default=10250,
-                        help="HTTPS port of the node agent's server (kubectl logs reach it "
-                        "through the API server) (default %(default)s)")
     comps.add_node_flags(parser)
     parser.add_argument("--registry-port", type=int, default=5000,
                         help="port of the embedded image registry (default %(default)s)")
     parser.add_argument("--disable-registry", action="store_true",
                         help="do not serve the embedded image registry")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text",
-                        help="log line format (default %(default)s)")
-    parser.add_argument("-v", "--verbosity", action="count", default=0,
-                        help="more logs (-v info, -vv debug)")
+    logs.add_flags(parser)
     return parser
 
 

@@ -264,6 +264,9 @@ class NodeReporter:
             created["spec"].setdefault("podCIDRs", [self.facts.pod_cidr])
             created["metadata"].setdefault("labels", {}).update(node["metadata"]["labels"])
             created = await self.nodes.update(created)
+            # The kubelet's setters start from the stored Node: a condition whose status
+            # has not changed keeps its lastTransitionTime (and records no event).
+            self._conditions = list((created.get("status") or {}).get("conditions") or [])
         created["status"] = await self._status()
         updated: Object = await self.nodes.update_status(created)
         await self._renew_lease()

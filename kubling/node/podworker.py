@@ -229,7 +229,8 @@ class PodWorker:
             await self._refresh()
             await self._write_status(pod)
             return
-        if self._sandbox is None or (pause.wanted(spec)
+        finished = self._terminal is not None or self._completed(spec)
+        if self._sandbox is None or (pause.wanted(spec) and not finished
                                      and not pause.alive(self._sandbox)):
             try:
                 await self._ensure_sandbox(pod)
@@ -249,6 +250,11 @@ class PodWorker:
                 await self._fail(pod, "Evicted", message, event_type=events.WARNING, grace=0)
         if self._terminal is not None or self._completed(spec):
             await self._stop_sidecars(pod, spec)
+            if self._sandbox is not None and self._sandbox.pid_ns is not None:
+                # A finished pod's init has nothing left to hold together (the kubelet
+                # stops a finished pod's sandbox).
+                await pause.remove(self.ctx.runtime, self.uid)
+                self._sandbox = dataclasses.replace(self._sandbox, pid_ns=None)
         await self._write_status(pod)
 
     async def _ensure_sandbox(self, pod: Object) -> None:
@@ -258,7 +264,8 @@ class PodWorker:
         if self._sandbox is None:
             dns = await self.ctx.cluster_dns() if self.ctx.cluster_dns else None
             self._sandbox = await self.ctx.sandboxes.ensure(pod, cluster_dns=dns)
-        if pause.wanted(pod.get("spec") or {}):
+        spec = pod.get("spec") or {}
+        if pause.wanted(spec) and self._terminal is None and not self._completed(spec):
             pid_ns = await pause.ensure(self.ctx.runtime, self._sandbox, self.ctx.data_dir)
             self._sandbox = dataclasses.replace(self._sandbox, pid_ns=pid_ns)
 

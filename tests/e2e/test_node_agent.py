@@ -367,9 +367,16 @@ def test_an_agent_restart_adopts_running_containers(server: KublingServer) -> No
     state_before = subprocess.run(
         ["runc", "--root", str(server.data_dir / "runtime" / "runc"), "state",
          f"{uid}_main_0"], capture_output=True, text=True, check=True).stdout
+    def transitions() -> dict[str, str]:
+        node = json.loads(server.kubectl("get", "nodes", "-o", "json").stdout)["items"][0]
+        return {c["type"]: c["lastTransitionTime"] for c in node["status"]["conditions"]}
+
+    conditions_before = transitions()
     server.stop()
     server.start()
     time.sleep(3)  # the agent re-syncs the pod
+    # Conditions that did not change keep their transition times, as the kubelet's do.
+    assert transitions() == conditions_before
     after = wait_running(server, "survivor")
     status = after["status"]["containerStatuses"][0]
     assert status["restartCount"] == 0

@@ -191,6 +191,21 @@ def test_share_process_namespace(server: AgentServer) -> None:
     assert f"{made['metadata']['uid']}_POD_0" in runc_ids(server)
 
 
+def test_a_finished_shared_pid_pod_stops_its_init(server: AgentServer) -> None:
+    manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "shared-done"},
+                "spec": {"restartPolicy": "Never", "shareProcessNamespace": True,
+                         "terminationGracePeriodSeconds": 1,
+                         "containers": [_container("main", "sleep 2")]}}
+    server.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    wait_for(lambda: pod(server, "shared-done").get("status", {}).get("phase") == "Succeeded",
+             30, "the pod to finish")
+    uid = pod(server, "shared-done")["metadata"]["uid"]
+    wait_for(lambda: f"{uid}_POD_0" not in runc_ids(server), 15, "its init to be removed")
+    time.sleep(2)  # and it is not started again
+    assert f"{uid}_POD_0" not in runc_ids(server)
+    delete_and_wait(server, "shared-done")
+
+
 def test_deleting_the_pods_leaves_no_namespace(server: AgentServer) -> None:
     names = ["pair", "other", "named", "shared", "hostipc", "hostnet"]
     uids = [pod(server, n)["metadata"]["uid"] for n in names if pod(server, n)]

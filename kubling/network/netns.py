@@ -23,6 +23,7 @@ IPC and UTS namespaces with them, setting the pod's hostname inside the UTS one 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -31,12 +32,13 @@ import re
 import socket
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
 __all__ = ["KINDS", "PREFIX", "RUN_DIR", "create", "delete", "exists", "has_interface",
-           "is_netns_path", "is_ns_path", "list_kubling", "path", "pin_new", "unpin"]
+           "is_netns_path", "is_ns_path", "list_kubling", "path", "pin_new", "release_dir",
+           "unpin"]
 
 RUN_DIR = Path("/run/netns")
 PREFIX = "kubling-"
@@ -132,19 +134,52 @@ def pin_new(target: Path, kind: str, *, inside: Callable[[], None] | None = None
     :func:`_ensure_shared_dir`). Raises ``FileExistsError`` when a live namespace is already
     pinned there; a stale placeholder is replaced; a failure leaves nothing behind.
     """
-    _ensure_shared_dir(target.parent)
-    if target.exists():
-        if is_ns_path(target):
-            raise FileExistsError(errno.EEXIST, f"{kind} namespace already exists", str(target))
-        target.unlink()
-    # O_EXCL: of two racing creators, exactly one owns the placeholder.
-    os.close(os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    with _directory_lock(target.parent):
+        _ensure_shared_dir(target.parent)
+        if target.exists():
+            if is_ns_path(target):
+                raise FileExistsError(errno.EEXIST, f"{kind} namespace already exists",
+                                      str(target))
+            target.unlink()
+        # O_EXCL: of two racing creators, exactly one owns the placeholder.
+        os.close(os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+        try:
+            _pin_from_fresh_thread(target, kind, inside)
+        except BaseException:
+            _unmount_all(target)
+            target.unlink(missing_ok=True)
+            raise
+
+
+def release_dir(directory: Path) -> None:
+    """Unmount and remove a pin directory that kubling alone uses (``/run/kubling/ns/ipc``,
+    not ``/run/netns``, which iproute2 shares) once nothing is pinned in it, so an idle host
+    keeps no mount of kubling's. Done under the same lock as :func:`pin_new`: detaching the
+    directory's mount while a namespace is pinned below it would unpin that one too."""
+    with _directory_lock(directory):
+        try:
+            if os.listdir(directory):
+                return
+        except FileNotFoundError:
+            return
+        with _shared_dirs_lock:
+            _shared_dirs.discard(directory)
+            _unmount_all(directory)
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
+@contextlib.contextmanager
+def _directory_lock(directory: Path) -> Iterator[None]:
+    """An exclusive lock over pinning in ``directory``, across threads and processes: an
+    flock on its parent directory (no lock file to leave behind)."""
+    directory.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    fd = os.open(directory.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        _pin_from_fresh_thread(target, kind, inside)
-    except BaseException:
-        _unmount_all(target)
-        target.unlink(missing_ok=True)
-        raise
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def unpin(target: Path) -> None:

@@ -104,6 +104,8 @@ def remove_all_namespaces() -> list[str]:
             if target.exists():
                 netns.unpin(target)
                 removed.append(str(target))
+    for kind in POD_NAMESPACES:
+        netns.release_dir(NS_DIR / kind)
     return removed
 
 
@@ -262,6 +264,7 @@ def _pod_namespaces(pod: Object, directory: Path) -> tuple[Path | None, Path | N
 def _unpin_pod_namespaces(uid: str) -> None:
     for kind in POD_NAMESPACES:
         netns.unpin(namespace_path(kind, uid))
+        netns.release_dir(NS_DIR / kind)  # the last pod gone: no kubling mount left
 
 
 def _write_files(directory: Path, pod: Object, pod_ip: str, cluster_dns: str | None) -> None:

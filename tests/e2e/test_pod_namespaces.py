@@ -215,6 +215,9 @@ def test_deleting_the_pods_leaves_no_namespace(server: AgentServer) -> None:
         assert pinned(uid) == [], uid
         assert mounts_of(uid) == [], uid
         assert not [i for i in runc_ids(server) if i.startswith(uid)], uid
+    # With no pod left, the pin directories' own mounts are gone too.
+    assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                if str(NS_DIR) in line]
 
 
 def test_an_agent_restart_keeps_the_pods_namespaces(server: AgentServer) -> None:

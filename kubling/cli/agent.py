@@ -69,8 +69,6 @@ def build_parser(prog: str = "kubling agent") -> argparse.ArgumentParser:
                         help="address the cluster reaches this node at (default: the host's "
                         "first IPv4 address)")
     comps.add_node_flags(parser)
-    parser.add_argument("--disable-kube-proxy", action="store_true",
-                        help="do not program Services into nftables on this node")
     logs.add_flags(parser)
     return parser
 

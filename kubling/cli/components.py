@@ -112,8 +112,8 @@ def enable_forwarding() -> None:
 
 
 def add_node_flags(parser: argparse.ArgumentParser) -> None:
-    """The node settings both commands take: the agent's port, CNI, log rotation and hard
-    eviction."""
+    """The node settings both commands take: the agent's port, CNI, the service proxy, log
+    rotation and hard eviction."""
     parser.add_argument("--kubelet-port", type=int, default=10250,
                         help="HTTPS port of the node agent's server (kubectl logs, exec and "
                         "port-forward reach it through the API server) (default %(default)s)")
@@ -122,6 +122,8 @@ def add_node_flags(parser: argparse.ArgumentParser) -> None:
                         "there when it is empty (default %(default)s)")
     parser.add_argument("--cni-bin-dir", default="/usr/lib/cni:/opt/cni/bin",
                         help="colon-separated directories of CNI plugins (default %(default)s)")
+    parser.add_argument("--disable-kube-proxy", action="store_true",
+                        help="do not program Services into nftables on this node")
     parser.add_argument("--container-log-max-size", type=_log_max_size, default="10Mi",
                         help="a container's log is rotated when it reaches this size, a "
                         "quantity such as 10Mi (default %(default)s)")

@@ -92,8 +92,6 @@ def build_parser(prog: str = "kubling server") -> argparse.ArgumentParser:
     parser.add_argument("--disable-cluster-dns", action="store_true",
                         help="do not serve the cluster DNS (pods then use the node's "
                         "resolvers)")
-    parser.add_argument("--disable-kube-proxy", action="store_true",
-                        help="do not program Services into nftables on this node")
     parser.add_argument("--disable-servicelb", action="store_true",
                         help="do not give LoadBalancer Services the node addresses (leave "
                         "them to another load-balancer implementation)")

@@ -73,14 +73,16 @@ def _memory(directory: Path, usage_file: str, inactive: str,
     return usage, max(0, usage - stat.get(inactive, 0)), stat.get(rss)
 
 
-def cgroup_usage(path: str, *, mounts: Path = Path("/proc/self/mounts")) -> Usage:
-    """The usage of cgroup ``path`` (hierarchical: a pod's includes its containers')."""
+def cgroup_usage(path: str, *, mounts: Path = Path("/proc/self/mounts"),
+                 hierarchies: list[cgroups.Hierarchy] | None = None) -> Usage:
+    """The usage of cgroup ``path`` (hierarchical: a pod's includes its containers');
+    ``hierarchies`` read once for a whole document saves re-reading the mount table."""
     cpu: int | None = None
     usage: int | None = None
     working: int | None = None
     rss: int | None = None
     relative = path.strip("/")
-    for h in cgroups.hierarchies(mounts):
+    for h in hierarchies if hierarchies is not None else cgroups.hierarchies(mounts):
         directory = h.mountpoint / relative
         if h.version == 1 and "cpuacct" in h.controllers and cpu is None:
             text = (_read(directory / "cpuacct.usage") or "").strip()
@@ -189,6 +191,7 @@ def _labels(**labels: str) -> str:
 def resource_metrics(pods: Iterable[Object]) -> str:
     """The ``/metrics/resource`` document (Prometheus text format 0.0.4)."""
     samples: dict[str, list[str]] = {name: [] for name in _HELP}
+    found = cgroups.hierarchies()
 
     def add(name: str, value: float | None, at_ns: int | None, **labels: str) -> None:
         if value is None:
@@ -202,7 +205,7 @@ def resource_metrics(pods: Iterable[Object]) -> str:
     error = 0
     pods_seen: set[tuple[str, str, str]] = set()
     for c in sorted(_containers(pods), key=lambda c: (c.namespace, c.pod, c.name)):
-        usage = cgroup_usage(f"{c.parent}/{c.name}")
+        usage = cgroup_usage(f"{c.parent}/{c.name}", hierarchies=found)
         if usage.cpu_ns is None and usage.working_set is None:
             error = 1
             continue
@@ -212,7 +215,7 @@ def resource_metrics(pods: Iterable[Object]) -> str:
         add("container_start_time_seconds", c.started, None, **labels)
         if (c.namespace, c.pod, c.uid) not in pods_seen:
             pods_seen.add((c.namespace, c.pod, c.uid))
-            pod_usage = cgroup_usage(c.parent)
+            pod_usage = cgroup_usage(c.parent, hierarchies=found)
             add("pod_cpu_usage_seconds_total", _seconds(pod_usage.cpu_ns), pod_usage.at_ns,
                 namespace=c.namespace, pod=c.pod)
             add("pod_memory_working_set_bytes", pod_usage.working_set, pod_usage.at_ns,
@@ -269,6 +272,7 @@ class Sampler:
 
     def _summary(self, node_name: str, pods: Iterable[Object]) -> Object:
         pod_list = list(pods)
+        found = cgroups.hierarchies()
         node: Object = {"nodeName": node_name, "startTime": _rfc3339(_boot_ns()),
                         **self._stats("node", node_usage())}
         available = _mem_available()
@@ -281,9 +285,9 @@ class Sampler:
                 entry = by_pod[c.uid] = {
                     "podRef": {"name": c.pod, "namespace": c.namespace, "uid": c.uid},
                     "startTime": _pod_start(pod_list, c.uid), "containers": [],
-                    **self._stats(c.uid, cgroup_usage(c.parent))}
+                    **self._stats(c.uid, cgroup_usage(c.parent, hierarchies=found))}
             container: Object = {"name": c.name, **self._stats(
-                f"{c.uid}/{c.name}", cgroup_usage(f"{c.parent}/{c.name}"))}
+                f"{c.uid}/{c.name}", cgroup_usage(f"{c.parent}/{c.name}", hierarchies=found))}
             if c.started is not None:
                 container["startTime"] = _rfc3339(int(c.started * 1e9))
             entry["containers"].append(container)
